@@ -1,0 +1,3 @@
+from ccpush.cli import main
+
+main()

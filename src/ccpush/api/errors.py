@@ -1,0 +1,78 @@
+"""Every error the API answers has one shape: ``{"error": {"code", "message", "problems"}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ccpush.api.schemas import ErrorBody, ErrorOut
+from ccpush.errors import NotFound
+from ccpush.record import Problem
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        problems: list[Problem] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = ErrorOut(error=ErrorBody(code=code, message=message, problems=problems or []))
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            self.body.model_dump(mode="json", by_alias=True),
+            status_code=self.status,
+            headers=self.headers,
+        )
+
+
+def invalid(problems: list[Problem], what: str = "request body") -> ApiError:
+    count = len(problems)
+    noun = "problem" if count == 1 else "problems"
+    return ApiError(422, "invalid_request", f"{count} {noun} in the {what}", problems)
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path") else list(loc)
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or str(loc[0] if loc else "(body)")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return ApiError(404, "not_found", str(exc)).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for item in exc.errors():
+            reason = str(item.get("msg", "is not valid")).removeprefix("Value error, ")
+            if item.get("type") == "json_invalid":
+                raise_body = ApiError(400, "invalid_json", "the request body is not valid JSON")
+                return raise_body.response()
+            if item.get("type") == "extra_forbidden":
+                reason = "is not a known field"
+            problems.append(Problem(field=_path(tuple(item.get("loc", ()))), reason=reason))
+        return invalid(problems).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return ApiError(exc.status_code, code, str(exc.detail)).response()

@@ -1,0 +1,201 @@
+"""The dispatcher: claims due deliveries under a lease, pushes them, writes the outcomes.
+
+    claim (a batch, as many as there are free slots)
+      └─ push each one concurrently (``Sender``)
+           └─ decide: delivered, retry at the schedule's time, or failed
+                └─ write outcomes back in batches (group commit)
+
+A worker that dies loses nothing: what it held is claimed again when its lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ccpush.clock import Clock
+from ccpush.models import Claimed, Completion, DeliveryState, Outcome
+from ccpush.retry import RetrySchedule
+from ccpush.sender import Sender
+from ccpush.store.base import Store
+
+log = logging.getLogger(__name__)
+
+AttemptListener = Callable[[Completion], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchSettings:
+    schedule: RetrySchedule
+    lease: timedelta = timedelta(seconds=60)
+    """How long a claim holds; must outlast a push's timeout."""
+    concurrency: int = 128
+    batch_size: int = 256
+    poll_interval: float = 1.0
+    """Seconds between looks at the store when nothing woke the dispatcher."""
+    record_timezone: str = "+08:00"
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        sender: Sender,
+        clock: Clock,
+        settings: DispatchSettings,
+        *,
+        listeners: Sequence[AttemptListener] = (),
+    ) -> None:
+        self.store = store
+        self.sender = sender
+        self.clock = clock
+        self.settings = settings
+        self.owner = worker_name()
+        self.listeners = list(listeners)
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._in_flight = 0
+        self._done: list[Completion] = []
+        self._done_ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        """Look for due work now (called after ingestion)."""
+        self._wake.set()
+
+    # The running loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until ``stop`` is set, then finish the pushes in flight."""
+        writer = asyncio.create_task(self._write_loop(stop), name="ccpush-completion-writer")
+        last_sweep = -float("inf")
+        try:
+            while not stop.is_set():
+                if time.monotonic() - last_sweep > self.settings.lease.total_seconds() / 4:
+                    await self._release_expired()
+                    last_sweep = time.monotonic()
+                free = self.settings.concurrency - self._in_flight
+                if free <= 0:
+                    await _wait_any(stop, self._slot_freed, timeout=self.settings.poll_interval)
+                    self._slot_freed.clear()
+                    continue
+                claimed = await self._claim(min(free, self.settings.batch_size))
+                for item in claimed:
+                    self._launch(item)
+                if len(claimed) < min(free, self.settings.batch_size):
+                    await _wait_any(stop, self._wake, timeout=await self._idle_timeout())
+                    self._wake.clear()
+        finally:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._done_ready.set()
+            await writer
+
+    async def _idle_timeout(self) -> float:
+        due = await self.store.next_due_at()
+        if due is None:
+            return self.settings.poll_interval
+        wait = (due - self.clock.now()).total_seconds()
+        return min(max(wait, 0.0), self.settings.poll_interval)
+
+    def _launch(self, item: Claimed) -> None:
+        self._in_flight += 1
+        task = asyncio.create_task(self._push(item), name=f"ccpush-push-{item.delivery_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _push(self, item: Claimed) -> None:
+        try:
+            outcome = await self.sender.send(item.push_url, item.body, self.headers_for(item))
+            self._done.append(self.decide(item, outcome))
+            self._done_ready.set()
+        finally:
+            self._in_flight -= 1
+            self._slot_freed.set()
+
+    async def _write_loop(self, stop: asyncio.Event) -> None:
+        while True:
+            await self._done_ready.wait()
+            self._done_ready.clear()
+            if self._done:
+                batch, self._done = self._done, []
+                await self._write(batch)
+            if stop.is_set() and not self._tasks and not self._done:
+                return
+
+    # One pass, for tests and tools: everything due now, until nothing is
+
+    async def run_until_idle(self) -> int:
+        """Push everything due at the clock's current time; the number of attempts made."""
+        made = 0
+        await self._release_expired()
+        while claimed := await self._claim(self.settings.batch_size):
+            outcomes = await asyncio.gather(
+                *(self.sender.send(c.push_url, c.body, self.headers_for(c)) for c in claimed)
+            )
+            await self._write(
+                [self.decide(c, o) for c, o in zip(claimed, outcomes, strict=True)]
+            )
+            made += len(claimed)
+        return made
+
+    # Shared steps
+
+    async def _claim(self, limit: int) -> list[Claimed]:
+        now = self.clock.now()
+        return await self.store.claim_due(
+            now=now, limit=limit, lease_until=now + self.settings.lease, owner=self.owner
+        )
+
+    async def _release_expired(self) -> None:
+        released = await self.store.release_expired(now=self.clock.now())
+        if released:
+            log.warning("reclaimed %d deliveries whose worker lease expired", released)
+
+    def headers_for(self, item: Claimed) -> dict[str, str]:
+        return {
+            "webhook-id": f"dlv_{item.delivery_id}",
+            "ccpush-attempt": str(item.attempt),
+            "ccpush-record-timezone": self.settings.record_timezone,
+        }
+
+    def decide(self, item: Claimed, outcome: Outcome) -> Completion:
+        """What follows an attempt: delivered, another try at the scheduled time, or failed."""
+        if outcome.ok:
+            state, next_at = DeliveryState.DELIVERED, None
+        else:
+            next_at = self.settings.schedule.next_attempt_at(item.attempt, outcome.started_at)
+            state = DeliveryState.FAILED if next_at is None else DeliveryState.PENDING
+        return Completion(claimed=item, outcome=outcome, next_state=state, next_attempt_at=next_at)
+
+    async def _write(self, batch: list[Completion]) -> None:
+        await self.store.complete(batch, owner=self.owner)
+        for done in batch:
+            for listener in self.listeners:
+                try:
+                    listener(done)
+                except Exception:
+                    log.exception("attempt listener failed")
+
+
+async def _wait_any(stop: asyncio.Event, event: asyncio.Event, *, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(event.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*waiters, return_exceptions=True)

@@ -1,0 +1,130 @@
+"""The objects the store keeps: voice applications, deliveries and their attempts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+
+class DeliveryState(StrEnum):
+    """Where a record's delivery to its app's push address stands."""
+
+    HELD = "held"
+    """Stored, not pushed: the app has no push address. Setting one releases it."""
+    PENDING = "pending"
+    """Due at ``next_attempt_at``."""
+    SENDING = "sending"
+    """Claimed by a worker under a lease; back to pending if the lease expires."""
+    DELIVERED = "delivered"
+    """The receiver answered 2xx."""
+    FAILED = "failed"
+    """Every attempt of the schedule failed. Kept, never deleted by the dispatcher."""
+
+
+WAITING: Final = frozenset({DeliveryState.HELD, DeliveryState.PENDING, DeliveryState.SENDING})
+FINISHED: Final = frozenset({DeliveryState.DELIVERED, DeliveryState.FAILED})
+
+
+class ErrorKind(StrEnum):
+    """Why an attempt failed, when it did."""
+
+    HTTP_STATUS = "http_status"
+    """The receiver answered with a status other than 2xx (redirects included)."""
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+    """The connection was refused, reset or the host could not be resolved."""
+    TLS = "tls"
+    PROTOCOL = "protocol"
+    """The receiver's answer was not valid HTTP."""
+    INVALID_URL = "invalid_url"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class App:
+    id: str
+    name: str
+    push_url: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRecord:
+    """A validated record ready to store: its identity, push body and call start time."""
+
+    call_session_id: str
+    body: bytes
+    call_start: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestResult:
+    call_session_id: str
+    accepted: bool
+    """False when the app already had a record with this ``callSessionId``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claimed:
+    """A delivery a worker holds under a lease: everything needed for one push."""
+
+    delivery_id: int
+    app_id: str
+    call_session_id: str
+    push_url: str
+    body: bytes
+    attempt: int
+    """The number of the attempt about to be made, 1 for the first."""
+    first_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What one HTTP attempt gave."""
+
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None
+    error_kind: ErrorKind | None
+    error: str | None
+    response_excerpt: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completion:
+    """An attempt's outcome and what follows from it, written back in one batch."""
+
+    claimed: Claimed
+    outcome: Outcome
+    next_state: DeliveryState
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    number: int
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None
+    error_kind: ErrorKind | None
+    error: str | None
+    response_excerpt: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    id: int
+    app_id: str
+    call_session_id: str
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    attempt_log: tuple[Attempt, ...] = ()

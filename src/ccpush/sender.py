@@ -1,0 +1,130 @@
+"""One HTTP attempt: POST a record to a push address and say what happened.
+
+aiohttp's exceptions are translated into an ``Outcome`` here and nowhere else: a failed
+push is data (an error kind and a message), never an exception that travels up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+
+from ccpush import __version__
+from ccpush.clock import Clock
+from ccpush.models import ErrorKind, Outcome
+from ccpush.record import CONTENT_TYPE
+
+USER_AGENT: Final = f"ccpush/{__version__}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderLimits:
+    timeout: float = 15.0
+    """Seconds for the whole request, connecting included."""
+    connect_timeout: float = 5.0
+    concurrency: int = 128
+    """Pushes in flight at once, over all hosts."""
+    per_host: int = 64
+    """Pushes in flight at once to one host, so one customer cannot take every slot."""
+    excerpt_bytes: int = 2048
+    """How much of a response body the attempt log keeps."""
+
+
+class Sender:
+    """Makes push attempts over one connection pool, reusing connections per host."""
+
+    def __init__(self, clock: Clock, limits: SenderLimits | None = None) -> None:
+        self.clock = clock
+        self.limits = limits or SenderLimits()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Sender:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        limits = self.limits
+        connector = aiohttp.TCPConnector(
+            limit=limits.concurrency,
+            limit_per_host=limits.per_host,
+            ttl_dns_cache=60,
+            keepalive_timeout=30,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=limits.timeout, connect=limits.connect_timeout),
+            headers={"User-Agent": USER_AGENT},
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+        """POST ``body`` to ``url`` once. A 2xx answer is success; anything else is not."""
+        if self._session is None:
+            raise RuntimeError("the sender is not started")
+        started_at = self.clock.now()
+        began = time.perf_counter()
+        status: int | None = None
+        excerpt: str | None = None
+        kind: ErrorKind | None
+        try:
+            async with self._session.post(
+                url,
+                data=body,
+                headers={"Content-Type": CONTENT_TYPE, **headers},
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                excerpt = await self._excerpt(response)
+                kind, error = _judge(response)
+        except aiohttp.InvalidURL as exc:
+            kind, error = ErrorKind.INVALID_URL, f"invalid push address: {exc}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            kind, error = _classify(exc)
+        return Outcome(
+            started_at=started_at,
+            duration_ms=round((time.perf_counter() - began) * 1000, 3),
+            status_code=status,
+            error_kind=kind,
+            error=error,
+            response_excerpt=excerpt,
+        )
+
+    async def _excerpt(self, response: aiohttp.ClientResponse) -> str | None:
+        data = await response.content.read(self.limits.excerpt_bytes)
+        return data.decode("utf-8", errors="replace") if data else None
+
+
+def _judge(response: aiohttp.ClientResponse) -> tuple[ErrorKind | None, str | None]:
+    status = response.status
+    if 200 <= status < 300:
+        return None, None
+    if 300 <= status < 400:
+        where = response.headers.get("Location", "(no Location)")
+        return ErrorKind.HTTP_STATUS, f"HTTP {status}: redirect to {where[:200]} not followed"
+    return ErrorKind.HTTP_STATUS, f"HTTP {status} {response.reason or ''}".rstrip()
+
+
+def _classify(exc: BaseException) -> tuple[ErrorKind, str]:
+    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")[:500]
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return ErrorKind.TIMEOUT, detail or "timed out"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return ErrorKind.TLS, detail
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError | OSError):
+        return ErrorKind.CONNECT, detail
+    return ErrorKind.PROTOCOL, detail

@@ -1,0 +1,120 @@
+"""The running service: store, sender and dispatcher wired from settings, started and stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+from ccpush.clock import Clock, SystemClock
+from ccpush.dispatcher import AttemptListener, DispatchSettings, Dispatcher
+from ccpush.record import parse_zone, zone_label
+from ccpush.sender import Sender, SenderLimits
+from ccpush.settings import Settings, check_admin_token
+from ccpush.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminToken:
+    value: str
+    generated: bool
+    """True when this start created it (print it once, then never again)."""
+
+
+def resolve_admin_token(settings: Settings) -> AdminToken:
+    """The configured token, else the one kept in the data directory, else a new one kept there."""
+    if settings.admin_token is not None:
+        return AdminToken(settings.admin_token.get_secret_value(), generated=False)
+    path = Path(settings.data_dir) / "admin-token"
+    if path.exists():
+        token = path.read_text().strip()
+        check_admin_token(token)
+        return AdminToken(token, generated=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = "ccpa_" + secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return AdminToken(token, generated=True)
+
+
+class Service:
+    """What ``ccpush serve`` and ``ccpush worker`` run; tests build it with their own clock."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        store: Store | None = None,
+        listeners: list[AttemptListener] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.store = store or open_store(settings.store_url)
+        self.zone = parse_zone(settings.record_timezone)
+        self.sender = Sender(
+            self.clock,
+            SenderLimits(
+                timeout=settings.push_timeout,
+                connect_timeout=settings.push_connect_timeout,
+                concurrency=settings.concurrency,
+                per_host=settings.per_host_concurrency,
+                excerpt_bytes=settings.response_excerpt_bytes,
+            ),
+        )
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.sender,
+            self.clock,
+            DispatchSettings(
+                schedule=settings.schedule,
+                lease=settings.lease_delta,
+                concurrency=settings.concurrency,
+                batch_size=settings.batch_size,
+                poll_interval=settings.poll_interval,
+                record_timezone=zone_label(self.zone),
+            ),
+            listeners=listeners or [],
+        )
+        self._stop = asyncio.Event()
+        self._dispatching: asyncio.Task[None] | None = None
+
+    def request_stop(self) -> None:
+        """Ask the dispatcher to finish what is in flight and stop."""
+        self._stop.set()
+
+    async def start(self, *, dispatch: bool = True) -> None:
+        await self.store.open()
+        await self.sender.start()
+        if dispatch:
+            self._stop.clear()
+            self._dispatching = asyncio.create_task(
+                self.dispatcher.run(self._stop), name="ccpush-dispatcher"
+            )
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._dispatching is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatching
+            self._dispatching = None
+        await self.sender.close()
+        await self.store.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def wait_dispatcher(self) -> None:
+        """Return when the dispatcher stops (raising what stopped it, if it failed)."""
+        if self._dispatching is not None:
+            await self._dispatching

@@ -1,0 +1,103 @@
+"""Settings: one typed object, read from ``CCPUSH_*`` environment variables (and CLI options)."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ccpush.record import parse_zone
+from ccpush.retry import RetrySchedule, parse_duration
+
+PLACEHOLDER_TOKENS = frozenset({"changeme", "change-me", "changethis", "secret", "admin", "token"})
+MIN_TOKEN_LENGTH = 24
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ccpush"
+
+
+class Settings(BaseSettings):
+    """Every setting has an environment variable: its name in capitals after ``CCPUSH_``."""
+
+    model_config = SettingsConfigDict(env_prefix="CCPUSH_", frozen=True, extra="forbid")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    """Default: ``sqlite:///<data_dir>/ccpush.db``."""
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    admin_token: SecretStr | None = None
+    """If unset, generated on first start and kept in ``<data_dir>/admin-token``."""
+    retry_schedule: str = "30m,30m,30m"
+    push_timeout: Annotated[float, Field(gt=0, le=300)] = 15.0
+    push_connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    concurrency: Annotated[int, Field(ge=1, le=10_000)] = 128
+    per_host_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
+    lease: str = "60s"
+    batch_size: Annotated[int, Field(ge=1, le=5_000)] = 256
+    poll_interval: Annotated[float, Field(gt=0, le=60)] = 1.0
+    record_timezone: str = "+08:00"
+    response_excerpt_bytes: Annotated[int, Field(ge=0, le=65_536)] = 2048
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
+    max_batch_records: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    log_level: str = "INFO"
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        RetrySchedule.parse(value)
+        return value
+
+    @field_validator("lease")
+    @classmethod
+    def _lease(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("record_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        parse_zone(value)
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_admin_token(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_push(self) -> Self:
+        if self.lease_delta.total_seconds() <= self.push_timeout:
+            raise ValueError(
+                f"lease ({self.lease}) must be longer than push_timeout ({self.push_timeout}s),"
+                " or a slow push would be claimed twice"
+            )
+        return self
+
+    @property
+    def schedule(self) -> RetrySchedule:
+        return RetrySchedule.parse(self.retry_schedule)
+
+    @property
+    def lease_delta(self) -> timedelta:
+        return parse_duration(self.lease)
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'ccpush.db'}"
+
+
+def check_admin_token(token: str) -> None:
+    """Refuse tokens that are short or well-known placeholders."""
+    if token.strip().lower() in PLACEHOLDER_TOKENS:
+        raise ValueError("the admin token is a placeholder value; set a random one")
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"the admin token must be at least {MIN_TOKEN_LENGTH} characters")
