@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -40,7 +41,9 @@ Host = Annotated[str | None, typer.Option(envvar="CCPUSH_HOST", help="[default: 
 Port = Annotated[int | None, typer.Option(envvar="CCPUSH_PORT", help="[default: 8080]")]
 RetrySchedule = Annotated[
     str | None,
-    typer.Option(envvar="CCPUSH_RETRY_SCHEDULE", help="Delays between attempts [default: 30m,30m,30m]"),
+    typer.Option(
+        envvar="CCPUSH_RETRY_SCHEDULE", help="Delays between attempts [default: 30m,30m,30m]"
+    ),
 ]
 PushTimeout = Annotated[
     float | None,
@@ -109,13 +112,25 @@ async def _serve(settings: Settings) -> None:
             f"  {token.value}",
             err=True,
         )
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn would re-raise SIGTERM after its own shutdown, killing the process
+            # before the dispatcher has finished or released what it holds.
+            yield
+
     service = Service(settings)
     api = create_api(service, admin_token=token.value)
     config = uvicorn.Config(
         api, host=settings.host, port=settings.port, log_level=settings.log_level.lower()
     )
+    server = Server(config)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, setattr, server, "should_exit", True)
     async with service:
-        await uvicorn.Server(config).serve()
+        await server.serve()
 
 
 @app.command()

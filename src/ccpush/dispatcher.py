@@ -88,14 +88,14 @@ class Dispatcher:
                     last_sweep = time.monotonic()
                 free = self.settings.concurrency - self._in_flight
                 if free <= 0:
-                    await _wait_any(stop, self._slot_freed, timeout=self.settings.poll_interval)
+                    await _wait_any(stop, self._slot_freed, within=self.settings.poll_interval)
                     self._slot_freed.clear()
                     continue
                 claimed = await self._claim(min(free, self.settings.batch_size))
                 for item in claimed:
                     self._launch(item)
                 if len(claimed) < min(free, self.settings.batch_size):
-                    await _wait_any(stop, self._wake, timeout=await self._idle_timeout())
+                    await _wait_any(stop, self._wake, within=await self._idle_timeout())
                     self._wake.clear()
         finally:
             if self._tasks:
@@ -145,9 +145,7 @@ class Dispatcher:
             outcomes = await asyncio.gather(
                 *(self.sender.send(c.push_url, c.body, self.headers_for(c)) for c in claimed)
             )
-            await self._write(
-                [self.decide(c, o) for c, o in zip(claimed, outcomes, strict=True)]
-            )
+            await self._write([self.decide(c, o) for c, o in zip(claimed, outcomes, strict=True)])
             made += len(claimed)
         return made
 
@@ -190,10 +188,10 @@ class Dispatcher:
                     log.exception("attempt listener failed")
 
 
-async def _wait_any(stop: asyncio.Event, event: asyncio.Event, *, timeout: float) -> None:
+async def _wait_any(stop: asyncio.Event, event: asyncio.Event, *, within: float) -> None:
     waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(event.wait())]
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()

@@ -19,7 +19,7 @@ Decisions on what the contract leaves open (the README explains each):
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from enum import IntEnum
 from typing import Annotated, Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -92,9 +92,7 @@ Money = Annotated[
     Field(pattern=r"^-?\d{1,12}(\.\d{1,10})?$", description="USD amount as a decimal string"),
 ]
 Code = Annotated[int, Field(ge=0, le=999)]
-SessionId = Annotated[
-    str, Field(min_length=1, max_length=128), AfterValidator(_check_printable)
-]
+SessionId = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_check_printable)]
 Label = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -154,7 +152,7 @@ class CallRecord(BaseModel):
     def call_start(self, zone: tzinfo) -> datetime:
         """``callStartTime`` as an aware datetime in UTC, read in the record time zone."""
         naive = datetime.strptime(self.callStartTime, TIME_FORMAT)
-        return naive.replace(tzinfo=zone).astimezone(timezone.utc)
+        return naive.replace(tzinfo=zone).astimezone(UTC)
 
 
 FIELD_NAMES: Final = tuple(CallRecord.model_fields)
@@ -210,7 +208,7 @@ def parse_zone(text: str) -> tzinfo:
             raise ValueError(f"time zone offset {text!r} is out of range")
         return timezone(sign * timedelta(hours=hours, minutes=minutes))
     if text.strip().upper() in ("UTC", "Z"):
-        return timezone.utc
+        return UTC
     try:
         return ZoneInfo(text.strip())
     except (ZoneInfoNotFoundError, ValueError):

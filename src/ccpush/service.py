@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Self
 
 from ccpush.clock import Clock, SystemClock
-from ccpush.dispatcher import AttemptListener, DispatchSettings, Dispatcher
+from ccpush.dispatcher import AttemptListener, Dispatcher, DispatchSettings
 from ccpush.record import parse_zone, zone_label
 from ccpush.sender import Sender, SenderLimits
 from ccpush.settings import Settings, check_admin_token

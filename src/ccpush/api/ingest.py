@@ -45,9 +45,7 @@ def parse_records(body: bytes, *, zone: tzinfo, max_records: int) -> list[NewRec
     if not items:
         raise invalid([Problem(field="(body)", reason="the array holds no records")])
     if len(items) > max_records:
-        raise ApiError(
-            413, "too_many_records", f"a batch may hold at most {max_records} records"
-        )
+        raise ApiError(413, "too_many_records", f"a batch may hold at most {max_records} records")
     records, problems = [], []
     for index, item in enumerate(items):
         try:

@@ -19,4 +19,6 @@ def open_store(url: str) -> Store:
         from ccpush.store.postgres import PostgresStore
 
         return PostgresStore.from_url(url)
-    raise UnknownStoreURL(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")
+    raise UnknownStoreURL(
+        f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://"
+    )

@@ -106,7 +106,7 @@ class Store(abc.ABC):
         *,
         now: datetime,
         name: str | _Unset = UNSET,
-        push_url: str | None | _Unset = UNSET,
+        push_url: str | _Unset | None = UNSET,
     ) -> App:
         """Change an app. Clearing the push address holds its waiting deliveries; setting
         one releases them (due now). Pending retries go to the address current when due."""

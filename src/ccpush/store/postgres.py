@@ -67,13 +67,13 @@ SET state = {_NEXT_STATE}, attempts = $2, next_attempt_at = $3,
     first_attempt_at = coalesce(first_attempt_at, $4),
     lease_until = NULL, lease_owner = NULL, updated_at = $4
 WHERE id = $5 AND state = 'sending' AND lease_owner = $6
-"""  # noqa: S608
+"""
 
 RELEASE_EXPIRED = f"""
 UPDATE deliveries
 SET state = {_NEXT_STATE}, lease_until = NULL, lease_owner = NULL, updated_at = $2
 WHERE state = 'sending' AND lease_until <= $2
-"""  # noqa: S608
+"""
 
 INSERT_RECORDS = """
 INSERT INTO call_records (app_id, call_session_id, body, call_start, received_at)
@@ -196,16 +196,14 @@ class PostgresStore(Store):
         *,
         now: datetime,
         name: str | _Unset = UNSET,
-        push_url: str | None | _Unset = UNSET,
+        push_url: str | _Unset | None = UNSET,
     ) -> App:
         async with self.pool.acquire() as conn, conn.transaction():
             before = await self._get_app(conn, app_id, lock=True)
             if not isinstance(name, _Unset):
                 await conn.execute("UPDATE apps SET name = $2 WHERE id = $1", app_id, name)
             if not isinstance(push_url, _Unset):
-                await conn.execute(
-                    "UPDATE apps SET push_url = $2 WHERE id = $1", app_id, push_url
-                )
+                await conn.execute("UPDATE apps SET push_url = $2 WHERE id = $1", app_id, push_url)
                 if push_url is None and before.push_url is not None:
                     await conn.execute(
                         "UPDATE deliveries SET state = 'held', updated_at = $2"

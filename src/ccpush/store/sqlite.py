@@ -150,7 +150,8 @@ class SqliteStore(Store):
                 except sqlite3.Error as exc:
                     raise MigrationError(f"migration {migration.version} failed: {exc}") from exc
                 db.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, CAST(strftime('%s', 'now') AS REAL))",
+                    "INSERT INTO schema_migrations"
+                    " VALUES (?, ?, CAST(strftime('%s', 'now') AS REAL))",
                     (migration.version, migration.name),
                 )
                 applied.append(f"{migration.version:04d}_{migration.name}")
@@ -194,12 +195,12 @@ class SqliteStore(Store):
         *,
         now: datetime,
         name: str | _Unset = UNSET,
-        push_url: str | None | _Unset = UNSET,
+        push_url: str | _Unset | None = UNSET,
     ) -> App:
         return await self._run(self._update_app, app_id, _ts(now), name, push_url)
 
     def _update_app(
-        self, app_id: str, now: float, name: str | _Unset, push_url: str | None | _Unset
+        self, app_id: str, now: float, name: str | _Unset, push_url: str | _Unset | None
     ) -> App:
         with self._write() as db:
             before = self._get_app(app_id)
@@ -341,7 +342,7 @@ class SqliteStore(Store):
                 "SELECT d.id, d.app_id, r.call_session_id, a.push_url, r.body, d.attempts,"
                 " d.first_attempt_at, d.next_attempt_at"
                 " FROM deliveries d JOIN call_records r ON r.id = d.record_id"
-                f" JOIN apps a ON a.id = d.app_id WHERE d.id IN ({marks})",  # noqa: S608
+                f" JOIN apps a ON a.id = d.app_id WHERE d.id IN ({marks})",
                 ids,
             ).fetchall()
         rows.sort(key=lambda row: row[7])
@@ -371,7 +372,7 @@ class SqliteStore(Store):
                 [_attempt_row(done) for done in completions],
             )
             db.executemany(
-                f"UPDATE deliveries SET state = {_NEXT_STATE}, attempts = :attempt,"  # noqa: S608
+                f"UPDATE deliveries SET state = {_NEXT_STATE}, attempts = :attempt,"
                 " next_attempt_at = :next_at, first_attempt_at = coalesce(first_attempt_at, :at),"
                 " lease_until = NULL, lease_owner = NULL, updated_at = :at"
                 " WHERE id = :id AND state = 'sending' AND lease_owner = :owner",
@@ -394,7 +395,7 @@ class SqliteStore(Store):
     def _release_expired(self, now: float) -> int:
         with self._write() as db:
             cursor = db.execute(
-                f"UPDATE deliveries SET state = {_NEXT_STATE},"  # noqa: S608
+                f"UPDATE deliveries SET state = {_NEXT_STATE},"
                 " lease_until = NULL, lease_owner = NULL, updated_at = :now"
                 " WHERE state = 'sending' AND lease_until <= :now",
                 {"state": DeliveryState.PENDING, "now": now},

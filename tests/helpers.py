@@ -1,0 +1,60 @@
+"""Building a service around a test store, clock and receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ccpush.clock import Clock
+from ccpush.models import NewRecord
+from ccpush.record import CallRecord, parse_zone
+from ccpush.service import Service
+from ccpush.settings import Settings
+
+
+def make_settings(tmp_path: Path, db_url: str, **changes: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "database_url": db_url,
+        "admin_token": "test-admin-token-0123456789abcdef",
+        "push_timeout": 2.0,
+        "push_connect_timeout": 1.0,
+        "lease": "10s",
+        "poll_interval": 0.2,
+    }
+    values.update(changes)
+    return Settings(**values)
+
+
+def make_service(
+    tmp_path: Path, db_url: str, clock: Clock | None = None, **changes: Any
+) -> Service:
+    return Service(make_settings(tmp_path, db_url, **changes), clock=clock)
+
+
+def new_record(data: dict[str, Any], zone: str = "+08:00") -> NewRecord:
+    record = CallRecord.model_validate(data)
+    return NewRecord(
+        call_session_id=record.callSessionId,
+        body=record.push_body(),
+        call_start=record.call_start(parse_zone(zone)),
+    )
+
+
+def body_of(data: dict[str, Any]) -> Any:
+    return json.loads(CallRecord.model_validate(data).push_body())
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Poll an async or sync check until it is truthy; fail after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.02)

@@ -1,0 +1,123 @@
+"""The ``ccpush`` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import minimal_record
+from tests.receiver import Receiver
+
+pytestmark = pytest.mark.slow
+
+
+def ccpush(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ccpush", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_migrate_creates_then_reports_an_up_to_date_schema(db_url: str, tmp_path: Path) -> None:
+    env = {"CCPUSH_DATABASE_URL": db_url, "CCPUSH_DATA_DIR": str(tmp_path)}
+    first = ccpush("migrate", env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "applied: 0001_initial"
+    assert ccpush("migrate", env=env).stdout.strip() == "the schema is up to date"
+
+
+def test_bad_settings_are_reported_by_name(tmp_path: Path) -> None:
+    result = ccpush(
+        "migrate", env={"CCPUSH_DATA_DIR": str(tmp_path), "CCPUSH_RETRY_SCHEDULE": "soon"}
+    )
+    assert result.returncode == 2
+    assert "retry_schedule" in result.stderr
+    assert "is not a duration" in result.stderr
+
+
+def test_placeholder_admin_tokens_are_refused(tmp_path: Path) -> None:
+    env = {"CCPUSH_DATA_DIR": str(tmp_path), "CCPUSH_ADMIN_TOKEN": "changeme"}
+    result = ccpush("serve", env=env)
+    assert result.returncode == 2
+    assert "placeholder" in result.stderr
+
+
+def test_every_option_names_its_environment_variable() -> None:
+    result = ccpush("serve", "--help", env={"COLUMNS": "200"})
+    for variable in ("CCPUSH_DATABASE_URL", "CCPUSH_HOST", "CCPUSH_PORT", "CCPUSH_RETRY_SCHEDULE"):
+        assert variable in result.stdout
+
+
+async def test_serve_generates_a_token_once_accepts_and_pushes(tmp_path: Path) -> None:
+    receiver = await Receiver().start()
+    port = free_port()
+    env = {**os.environ, "CCPUSH_DATA_DIR": str(tmp_path), "CCPUSH_PORT": str(port)}
+    try:
+        token = await _serve_and_push(env, port, receiver)
+        assert (tmp_path / "admin-token").read_text().strip() == token
+        assert (tmp_path / "admin-token").stat().st_mode & 0o077 == 0
+        assert (tmp_path / "ccpush.db").exists()
+        second = await _serve_and_push(env, port, receiver, expect_token=token)
+        assert second == token
+    finally:
+        await receiver.stop()
+
+
+async def _serve_and_push(
+    env: dict[str, str], port: int, receiver: Receiver, expect_token: str | None = None
+) -> str:
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ccpush", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert server.stderr is not None
+    try:
+        token = expect_token
+        async with asyncio.timeout(30):
+            while b"Uvicorn running" not in (line := await server.stderr.readline()):
+                assert line, "ccpush serve stopped before it listened"
+                if line.startswith(b"  ccpa_"):
+                    token = line.decode().strip()
+        assert token is not None, "the generated admin token was not printed"
+        await _push_through(port, token, receiver)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(server.stderr.read(), 30)
+        await server.wait()
+    assert server.returncode == 0
+    if expect_token is not None:
+        assert expect_token.encode() not in rest
+    return token
+
+
+async def _push_through(port: int, token: str, receiver: Receiver) -> None:
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(base, headers=headers) as client:
+        async with client.post("/v1/apps", json={"name": "cli", "pushUrl": receiver.url}) as made:
+            assert made.status == 201
+            app_id = (await made.json())["id"]
+        session_id = f"cli-{app_id}"
+        record = minimal_record(session_id)
+        async with client.post(f"/v1/apps/{app_id}/call-records", json=record) as posted:
+            assert posted.status == 202
+    await receiver.wait_for(lambda r: session_id in r.sessions())

@@ -1,0 +1,72 @@
+"""The dispatcher's own loop, running as in ``ccpush serve``, against real receivers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ccpush.models import DeliveryState
+from ccpush.service import Service
+from tests.conftest import minimal_record
+from tests.helpers import eventually, make_service, new_record
+from tests.receiver import Receiver, Reply, fail_first
+
+
+@pytest.fixture
+async def service(tmp_path: Path, db_url: str) -> AsyncIterator[Service]:
+    service = make_service(
+        tmp_path, db_url, retry_schedule="300ms,300ms,300ms", concurrency=32, batch_size=50
+    )
+    await service.start()
+    yield service
+    await service.stop()
+
+
+async def ingest(service: Service, push_url: str, count: int, prefix: str = "s") -> str:
+    store, now = service.store, service.clock.now()
+    app = await store.create_app(name=prefix, push_url=push_url, now=now)
+    records = [new_record(minimal_record(f"{prefix}{i}")) for i in range(count)]
+    await store.ingest(app.id, records, now=now)
+    service.dispatcher.wake()
+    return app.id
+
+
+async def all_in(service: Service, state: DeliveryState, count: int) -> bool:
+    return (await service.store.count_by_state())[state] == count
+
+
+async def test_every_record_is_pushed_once(service: Service, receiver: Receiver) -> None:
+    await ingest(service, receiver.url, 1000)
+    await receiver.wait_for(lambda r: len(r.pushes) >= 1000, timeout=30)
+    await eventually(lambda: all_in(service, DeliveryState.DELIVERED, 1000), timeout=10)
+    assert len(receiver.pushes) == 1000
+    assert receiver.sessions() == {f"s{i}" for i in range(1000)}
+
+
+async def test_retries_run_on_schedule_in_the_loop(service: Service, receiver: Receiver) -> None:
+    receiver.responder = fail_first(2)
+    await ingest(service, receiver.url, 20)
+    await eventually(lambda: all_in(service, DeliveryState.DELIVERED, 20), timeout=15)
+    assert len(receiver.pushes) == 60
+    assert set(receiver.seen.values()) == {3}
+
+
+async def test_a_slow_app_does_not_hold_up_the_others(service: Service, receiver: Receiver) -> None:
+    slow = await Receiver(lambda push, seen: Reply(delay=60)).start()
+    try:
+        await ingest(service, slow.url, 10, prefix="slow")
+        await slow.wait_for(lambda r: len(r.pushes) == 10)
+        await ingest(service, receiver.url, 200, prefix="fast")
+        await receiver.wait_for(lambda r: len(r.pushes) == 200, timeout=10)
+    finally:
+        await slow.stop()
+
+
+async def test_a_running_worker_picks_up_records_as_they_arrive(
+    service: Service, receiver: Receiver
+) -> None:
+    for batch in range(5):
+        await ingest(service, receiver.url, 10, prefix=f"b{batch}-")
+        await receiver.wait_for(lambda r, n=batch: len(r.pushes) == 10 * (n + 1))

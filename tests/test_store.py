@@ -1,0 +1,258 @@
+"""The store contract, run against every backend (SQLite and the real PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ccpush.clock import ManualClock
+from ccpush.errors import AppNotFound
+from ccpush.models import (
+    Claimed,
+    Completion,
+    DeliveryState,
+    ErrorKind,
+    NewRecord,
+    Outcome,
+)
+from ccpush.store import Store, open_store
+
+START = datetime(2023, 11, 17, 5, 42, 30, tzinfo=UTC)
+
+
+def new_records(*ids: str) -> list[NewRecord]:
+    return [
+        NewRecord(
+            call_session_id=sid, body=f'{{"callSessionId":"{sid}"}}'.encode(), call_start=START
+        )
+        for sid in ids
+    ]
+
+
+def outcome(at: datetime, status: int | None = 200) -> Outcome:
+    failed = status is None or not 200 <= status < 300
+    return Outcome(
+        started_at=at,
+        duration_ms=1.5,
+        status_code=status,
+        error_kind=(ErrorKind.HTTP_STATUS if status else ErrorKind.CONNECT) if failed else None,
+        error="HTTP 503" if failed else None,
+        response_excerpt="busy" if failed else "ok",
+    )
+
+
+async def claim(
+    store: Store, clock: ManualClock, owner: str = "w1", limit: int = 100
+) -> list[Claimed]:
+    now = clock.now()
+    return await store.claim_due(
+        now=now, limit=limit, lease_until=now + timedelta(seconds=60), owner=owner
+    )
+
+
+class TestStore:
+    async def test_apps_are_created_read_and_changed(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        app = await store.create_app(
+            name="Sales line", push_url="http://127.0.0.1:1/a", now=clock.now()
+        )
+        assert app.id.startswith("app_")
+        assert await store.get_app(app.id) == app
+        clock.advance(timedelta(minutes=1))
+        changed = await store.update_app(app.id, now=clock.now(), name="Sales", push_url=None)
+        assert (changed.name, changed.push_url) == ("Sales", None)
+        assert changed.updated_at == clock.now()
+        assert changed.created_at == app.created_at
+        with pytest.raises(AppNotFound):
+            await store.get_app("app_missing")
+        with pytest.raises(AppNotFound):
+            await store.update_app("app_missing", now=clock.now(), name="x")
+
+    async def test_ingest_stores_each_session_once(self, store: Store, clock: ManualClock) -> None:
+        app = await store.create_app(name="a", push_url="http://127.0.0.1:1/", now=clock.now())
+        first = await store.ingest(app.id, new_records("s1", "s2", "s1"), now=clock.now())
+        assert [(r.call_session_id, r.accepted) for r in first] == [
+            ("s1", True),
+            ("s2", True),
+            ("s1", False),
+        ]
+        again = await store.ingest(app.id, new_records("s2", "s3"), now=clock.now())
+        assert [r.accepted for r in again] == [False, True]
+        counts = await store.count_by_state(app.id)
+        assert counts[DeliveryState.PENDING] == 3
+
+    async def test_same_session_id_in_two_apps_is_two_records(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        one = await store.create_app(name="a", push_url=None, now=clock.now())
+        two = await store.create_app(name="b", push_url=None, now=clock.now())
+        await store.ingest(one.id, new_records("s1"), now=clock.now())
+        results = await store.ingest(two.id, new_records("s1"), now=clock.now())
+        assert results[0].accepted
+
+    async def test_ingest_for_unknown_app_stores_nothing(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        with pytest.raises(AppNotFound):
+            await store.ingest("app_missing", new_records("s1"), now=clock.now())
+        assert sum((await store.count_by_state()).values()) == 0
+
+    async def test_claim_leases_due_work_oldest_first(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        app = await store.create_app(name="a", push_url="http://127.0.0.1:9/x", now=clock.now())
+        await store.ingest(app.id, new_records("early"), now=clock.now())
+        clock.advance(timedelta(seconds=1))
+        await store.ingest(app.id, new_records("late"), now=clock.now())
+        claimed = await claim(store, clock, limit=1)
+        assert [c.call_session_id for c in claimed] == ["early"]
+        item = claimed[0]
+        assert (item.push_url, item.attempt, item.first_attempt_at) == (
+            "http://127.0.0.1:9/x",
+            1,
+            None,
+        )
+        assert item.body == b'{"callSessionId":"early"}'
+        assert [c.call_session_id for c in await claim(store, clock, owner="w2")] == ["late"]
+        assert await claim(store, clock, owner="w3") == []
+        assert (await store.count_by_state())[DeliveryState.SENDING] == 2
+
+    async def test_work_not_yet_due_is_not_claimed(self, store: Store, clock: ManualClock) -> None:
+        app = await store.create_app(name="a", push_url="http://127.0.0.1:9/x", now=clock.now())
+        await store.ingest(app.id, new_records("s1"), now=clock.now())
+        [item] = await claim(store, clock)
+        retry_at = clock.now() + timedelta(minutes=30)
+        await store.complete(
+            [
+                Completion(
+                    claimed=item,
+                    outcome=outcome(clock.now(), 503),
+                    next_state=DeliveryState.PENDING,
+                    next_attempt_at=retry_at,
+                )
+            ],
+            owner="w1",
+        )
+        assert await store.next_due_at() == retry_at
+        clock.advance(timedelta(minutes=29, seconds=59))
+        assert await claim(store, clock) == []
+        clock.advance(timedelta(seconds=1))
+        [again] = await claim(store, clock)
+        assert (again.attempt, again.first_attempt_at) == (2, retry_at - timedelta(minutes=30))
+
+    async def test_completion_records_attempts(self, store: Store, clock: ManualClock) -> None:
+        app = await store.create_app(name="a", push_url="http://127.0.0.1:9/x", now=clock.now())
+        await store.ingest(app.id, new_records("s1"), now=clock.now())
+        [item] = await claim(store, clock)
+        await store.complete(
+            [
+                Completion(
+                    claimed=item,
+                    outcome=outcome(clock.now()),
+                    next_state=DeliveryState.DELIVERED,
+                    next_attempt_at=None,
+                )
+            ],
+            owner="w1",
+        )
+        [delivery] = await store.deliveries_of(app.id, "s1")
+        assert (delivery.state, delivery.attempts, delivery.next_attempt_at) == (
+            DeliveryState.DELIVERED,
+            1,
+            None,
+        )
+        [attempt] = delivery.attempt_log
+        assert (attempt.number, attempt.status_code, attempt.error_kind) == (1, 200, None)
+        assert attempt.started_at == clock.now()
+        assert attempt.response_excerpt == "ok"
+        assert await store.deliveries_of(app.id, "unknown") == []
+
+    async def test_a_stale_worker_cannot_move_a_reclaimed_delivery(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        app = await store.create_app(name="a", push_url="http://127.0.0.1:9/x", now=clock.now())
+        await store.ingest(app.id, new_records("s1"), now=clock.now())
+        [stale] = await claim(store, clock, owner="dead")
+        clock.advance(timedelta(seconds=61))
+        assert await store.release_expired(now=clock.now()) == 1
+        [fresh] = await claim(store, clock, owner="alive")
+        assert fresh.attempt == 1
+        late = Completion(
+            claimed=stale,
+            outcome=outcome(clock.now(), 200),
+            next_state=DeliveryState.DELIVERED,
+            next_attempt_at=None,
+        )
+        await store.complete([late], owner="dead")
+        [delivery] = await store.deliveries_of(app.id, "s1")
+        assert delivery.state is DeliveryState.SENDING
+        assert len(delivery.attempt_log) == 1  # the attempt happened, so it is logged
+
+    async def test_unexpired_leases_are_kept(self, store: Store, clock: ManualClock) -> None:
+        app = await store.create_app(name="a", push_url="http://127.0.0.1:9/x", now=clock.now())
+        await store.ingest(app.id, new_records("s1"), now=clock.now())
+        await claim(store, clock)
+        clock.advance(timedelta(seconds=59))
+        assert await store.release_expired(now=clock.now()) == 0
+
+    async def test_no_push_address_holds_records_until_one_is_set(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        app = await store.create_app(name="a", push_url=None, now=clock.now())
+        await store.ingest(app.id, new_records("s1", "s2"), now=clock.now())
+        assert (await store.count_by_state(app.id))[DeliveryState.HELD] == 2
+        assert await claim(store, clock) == []
+        clock.advance(timedelta(hours=1))
+        await store.update_app(app.id, now=clock.now(), push_url="http://127.0.0.1:9/new")
+        claimed = await claim(store, clock)
+        assert {c.call_session_id for c in claimed} == {"s1", "s2"}
+        assert {c.push_url for c in claimed} == {"http://127.0.0.1:9/new"}
+
+    async def test_clearing_the_address_holds_waiting_deliveries(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        app = await store.create_app(name="a", push_url="http://127.0.0.1:9/x", now=clock.now())
+        await store.ingest(app.id, new_records("s1", "s2"), now=clock.now())
+        [in_flight] = await claim(store, clock, limit=1)
+        await store.update_app(app.id, now=clock.now(), push_url=None)
+        retry = Completion(
+            claimed=in_flight,
+            outcome=outcome(clock.now(), 500),
+            next_state=DeliveryState.PENDING,
+            next_attempt_at=clock.now() + timedelta(minutes=30),
+        )
+        await store.complete([retry], owner="w1")
+        counts = await store.count_by_state(app.id)
+        assert counts[DeliveryState.HELD] == 2
+        assert counts[DeliveryState.PENDING] == 0
+
+    async def test_changed_address_applies_to_pending_retries(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        app = await store.create_app(name="a", push_url="http://127.0.0.1:9/old", now=clock.now())
+        await store.ingest(app.id, new_records("s1"), now=clock.now())
+        await store.update_app(app.id, now=clock.now(), push_url="http://127.0.0.1:9/new")
+        [item] = await claim(store, clock)
+        assert item.push_url == "http://127.0.0.1:9/new"
+
+    async def test_migrations_are_recorded_and_not_reapplied(self, db_url: str) -> None:
+        first = open_store(db_url)
+        await first.open(migrate=False)
+        try:
+            assert await first.migrate() == ["0001_initial"]
+            assert await first.migrate() == []
+        finally:
+            await first.close()
+        second = open_store(db_url)
+        await second.open()
+        await second.close()
+
+    async def test_many_records_in_one_batch(self, store: Store, clock: ManualClock) -> None:
+        app = await store.create_app(name="a", push_url="http://127.0.0.1:9/x", now=clock.now())
+        ids = [f"s{i}" for i in range(2000)]
+        results = await store.ingest(app.id, new_records(*ids), now=clock.now())
+        assert all(r.accepted for r in results)
+        claimed = await claim(store, clock, limit=5000)
+        assert sorted(c.call_session_id for c in claimed) == sorted(ids)
