@@ -18,16 +18,18 @@ It prints each record ingested and each push attempt as it happens, then a summa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
 import random
 import secrets
+import signal
 import socket
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -474,14 +476,11 @@ def demo_settings(data_dir: Path, token: str, port: int) -> Settings:
 
 async def serve_api(
     stack: AsyncExitStack, service: Service, token: str, sock: socket.socket
-) -> tuple[str, asyncio.Task[None]]:
-    """Serve the real API with uvicorn on ``sock``; stopped when ``stack`` closes.
-
-    uvicorn handles Ctrl-C while it serves: it stops, and the demo takes that as an
-    interruption (see ``watch``)."""
+) -> str:
+    """Serve the real API with uvicorn on ``sock``; stopped when ``stack`` closes."""
     api = create_api(service, admin_token=token)
     config = uvicorn.Config(api, host="127.0.0.1", port=port_of(sock), log_level="warning")
-    server = uvicorn.Server(config)
+    server = _QuietServer(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="ccpush-demo-api")
 
     async def stop() -> None:
@@ -494,7 +493,32 @@ async def serve_api(
             await serving
             raise RuntimeError("the API server did not start")
         await asyncio.sleep(0.02)
-    return f"http://127.0.0.1:{port_of(sock)}", serving
+    return f"http://127.0.0.1:{port_of(sock)}"
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn, leaving Ctrl-C to the demo (which stops everything, then summarizes)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.contextmanager
+def interruptible(interrupted: asyncio.Event) -> Iterator[None]:
+    """Ctrl-C or SIGTERM sets ``interrupted`` instead of killing the process."""
+    loop = asyncio.get_running_loop()
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+    try:
+        for signum in signals:
+            loop.add_signal_handler(signum, interrupted.set)
+    except NotImplementedError:  # pragma: no cover - Windows: Ctrl-C stays KeyboardInterrupt
+        signals = ()
+    try:
+        yield
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 async def cancel(task: asyncio.Task[None]) -> None:
@@ -504,12 +528,12 @@ async def cancel(task: asyncio.Task[None]) -> None:
 
 
 async def watch(
-    service: Service, ingesting: asyncio.Task[None], serving: asyncio.Task[None], until: float
+    service: Service, ingesting: asyncio.Task[None], interrupted: asyncio.Event, until: float
 ) -> str:
     """How the demo ends: ``finished`` (every record in, every delivery delivered or
-    failed), ``deadline``, or ``interrupted`` (the API server stopped, as on Ctrl-C)."""
+    failed), ``deadline``, or ``interrupted`` (Ctrl-C)."""
     while time.monotonic() < until:
-        if serving.done():
+        if interrupted.is_set():
             return "interrupted"
         if ingesting.done():
             ingesting.result()  # raises what stopped the call center, if anything
@@ -525,20 +549,19 @@ async def ending(
     deadline: float,
     service: Service,
     ingesting: asyncio.Task[None],
-    serving: asyncio.Task[None],
 ) -> str:
     """Wait for the end of the demo and say why it ended, unless all went well."""
+    interrupted = asyncio.Event()
     try:
-        end = await watch(service, ingesting, serving, timeline.started + deadline)
+        with interruptible(interrupted):
+            end = await watch(service, ingesting, interrupted, timeline.started + deadline)
     except (aiohttp.ClientError, RuntimeError) as exc:
-        if not serving.done():
-            timeline.say("error", f"the call center stopped: {exc}")
-            return "error"
-        end = "interrupted"
+        timeline.say("error", f"the call center stopped: {exc}")
+        return "error"
     if end == "deadline":
         timeline.say("stop", f"the {deadline:g} s deadline passed with work left")
     elif end == "interrupted":
-        timeline.say("stop", "interrupted: the API server stopped")
+        timeline.say("stop", "interrupted")
     return end
 
 
@@ -615,13 +638,13 @@ async def _run(
     service = Service(settings, listeners=[tally])
     await service.start()
     stack.push_async_callback(service.stop)
-    api_url, serving = await serve_api(stack, service, token, sock)
+    api_url = await serve_api(stack, service, token, sock)
     where = {"store:": f"SQLite in {tmp} (removed at the end)", "API:": api_url}
     announce(timeline, records, deadline, {**where, "receiver:": push_url})
     center = CallCenter(api_url=api_url, token=token, zone=service.zone, timeline=timeline)
     ingesting = asyncio.create_task(center.run(push_url, records), name="ccpush-demo-calls")
     stack.push_async_callback(cancel, ingesting)
-    end = await ending(timeline, deadline, service, ingesting, serving)
+    end = await ending(timeline, deadline, service, ingesting)
     await cancel(ingesting)
     service.request_stop()  # let the pushes in flight finish, so the summary is final
     await service.wait_dispatcher()

@@ -39,6 +39,8 @@ class ErrorKind(StrEnum):
     PROTOCOL = "protocol"
     """The receiver's answer was not valid HTTP."""
     INVALID_URL = "invalid_url"
+    BLOCKED = "blocked"
+    """The push address resolves to an address pushes may not reach (loopback, private...)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
