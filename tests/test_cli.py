@@ -42,7 +42,7 @@ def test_migrate_creates_then_reports_an_up_to_date_schema(db_url: str, tmp_path
     env = {"CCPUSH_DATABASE_URL": db_url, "CCPUSH_DATA_DIR": str(tmp_path)}
     first = ccpush("migrate", env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "applied: 0001_initial"
+    assert first.stdout.strip() == "applied: 0001_initial, 0002_accounts_keys_replays"
     assert ccpush("migrate", env=env).stdout.strip() == "the schema is up to date"
 
 
@@ -71,7 +71,12 @@ def test_every_option_names_its_environment_variable() -> None:
 async def test_serve_generates_a_token_once_accepts_and_pushes(tmp_path: Path) -> None:
     receiver = await Receiver().start()
     port = free_port()
-    env = {**os.environ, "CCPUSH_DATA_DIR": str(tmp_path), "CCPUSH_PORT": str(port)}
+    env = {
+        **os.environ,
+        "CCPUSH_DATA_DIR": str(tmp_path),
+        "CCPUSH_PORT": str(port),
+        "CCPUSH_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
+    }
     try:
         token = await _serve_and_push(env, port, receiver)
         assert (tmp_path / "admin-token").read_text().strip() == token

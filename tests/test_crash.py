@@ -35,6 +35,7 @@ def start_worker(db_url: str, tmp_path: Path) -> asyncio.subprocess.Process:
         "CCPUSH_LEASE": "9s",
         "CCPUSH_POLL_INTERVAL": "0.2",
         "CCPUSH_LOG_LEVEL": "WARNING",
+        "CCPUSH_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
     }
     return asyncio.create_subprocess_exec(  # type: ignore[return-value]
         sys.executable, "-m", "ccpush", "worker", env=env, stderr=asyncio.subprocess.PIPE

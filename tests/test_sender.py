@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ccpush.clock import SystemClock
+from ccpush.guard import TargetPolicy
 from ccpush.models import ErrorKind
 from ccpush.sender import Sender, SenderLimits
 from tests.receiver import Receiver, Reply
@@ -19,7 +20,8 @@ BODY = b'{"callSessionId":"s1"}'
 @pytest.fixture
 async def sender() -> AsyncIterator[Sender]:
     limits = SenderLimits(timeout=0.5, connect_timeout=0.5, per_host=4, excerpt_bytes=16)
-    async with Sender(SystemClock(), limits) as sender:
+    policy = TargetPolicy.parse("127.0.0.0/8")
+    async with Sender(SystemClock(), limits, policy=policy) as sender:
         yield sender
 
 

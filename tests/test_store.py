@@ -241,7 +241,7 @@ class TestStore:
         first = open_store(db_url)
         await first.open(migrate=False)
         try:
-            assert await first.migrate() == ["0001_initial"]
+            assert await first.migrate() == ["0001_initial", "0002_accounts_keys_replays"]
             assert await first.migrate() == []
         finally:
             await first.close()

@@ -169,6 +169,15 @@ class Dispatcher:
             "ccpush-record-timezone": self.settings.record_timezone,
         }
 
+    def test_headers(self) -> dict[str, str]:
+        """Headers of a test push: like a real one, and marked as a test."""
+        return {
+            "webhook-id": "test_" + secrets.token_hex(8),
+            "ccpush-attempt": "1",
+            "ccpush-record-timezone": self.settings.record_timezone,
+            "ccpush-test": "true",
+        }
+
     def decide(self, item: Claimed, outcome: Outcome) -> Completion:
         """What follows an attempt: delivered, another try at the scheduled time, or failed."""
         if outcome.ok:

@@ -5,8 +5,14 @@
     ├── StoreError
     │   ├── MigrationError
     │   └── UnknownStoreURL
-    └── NotFound
-        └── AppNotFound
+    ├── NotFound
+    │   ├── AccountNotFound
+    │   ├── AppNotFound
+    │   ├── KeyNotFound
+    │   ├── RecordNotFound
+    │   └── ReplayNotFound
+    ├── ReplayTooLarge
+    └── TargetRefused (also an OSError)
 
 A failed push is not an exception: it is an attempt outcome, stored as data
 (see ``ccpush.sender``).
@@ -44,3 +50,31 @@ class NotFound(CcpushError):
 
 class AppNotFound(NotFound):
     """No voice application has this id."""
+
+
+class AccountNotFound(NotFound):
+    """No account has this id."""
+
+
+class KeyNotFound(NotFound):
+    """No API key has this id."""
+
+
+class RecordNotFound(NotFound):
+    """This app has no record with this callSessionId."""
+
+
+class ReplayNotFound(NotFound):
+    """This app has no replay with this id."""
+
+
+class ReplayTooLarge(CcpushError):
+    """The replay would push more records than one replay may; narrow the range."""
+
+
+class TargetRefused(CcpushError, OSError):
+    """The push address leads to an address pushes may not reach.
+
+    An ``OSError`` too, so that aiohttp carries it out of its resolver and socket factory
+    as the ``os_error`` of a ``ClientConnectorError`` (see ``ccpush.guard``).
+    """

@@ -12,7 +12,7 @@ class DeliveryState(StrEnum):
     """Where a record's delivery to its app's push address stands."""
 
     HELD = "held"
-    """Stored, not pushed: the app has no push address. Setting one releases it."""
+    """Stored, not pushed: the app has no push address or is paused. Released on resume."""
     PENDING = "pending"
     """Due at ``next_attempt_at``."""
     SENDING = "sending"
@@ -46,10 +46,17 @@ class ErrorKind(StrEnum):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class App:
     id: str
+    account_id: str
     name: str
     push_url: str | None
+    paused: bool
     created_at: datetime
     updated_at: datetime
+
+    @property
+    def pushing(self) -> bool:
+        """Whether its records go out now (an address is set and pushing is not paused)."""
+        return self.push_url is not None and not self.paused
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,9 +131,78 @@ class Delivery:
     id: int
     app_id: str
     call_session_id: str
+    record_id: int
+    replay_id: str | None
     state: DeliveryState
     attempts: int
     next_attempt_at: datetime | None
     created_at: datetime
     updated_at: datetime
     attempt_log: tuple[Attempt, ...] = ()
+
+
+class KeyScope(StrEnum):
+    """What an API key may do."""
+
+    MANAGE = "manage"
+    """Everything on its own account's apps, records and keys."""
+    INGEST = "ingest"
+    """Only send call records (the call center's key)."""
+
+
+class ReplayKind(StrEnum):
+    RANGE = "range"
+    """Every record of the app whose call started in [from, to)."""
+    FAILED = "failed"
+    """Every record whose latest delivery failed, failing since a time."""
+
+
+class ReplayState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Account:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKey:
+    id: str
+    account_id: str | None
+    """None for a platform key (ingest into any app)."""
+    name: str
+    scope: KeyScope
+    prefix: str
+    """The first characters of the secret, to tell keys apart without showing them."""
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredRecord:
+    """A record as stored: the exact body pushed, and where it sits in the app's timeline."""
+
+    id: int
+    call_session_id: str
+    call_start: datetime
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplayJob:
+    id: str
+    app_id: str
+    kind: ReplayKind
+    range_from: datetime | None
+    range_to: datetime | None
+    state: ReplayState
+    total: int
+    enqueued: int
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None

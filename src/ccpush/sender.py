@@ -2,6 +2,11 @@
 
 aiohttp's exceptions are translated into an ``Outcome`` here and nowhere else: a failed
 push is data (an error kind and a message), never an exception that travels up.
+
+Every push goes through the target guard (``ccpush.guard``): the URL is checked before the
+request, and the connector resolves through ``GuardedResolver`` and opens sockets through
+``guarded_socket_factory``, so a push to an address the policy forbids is refused
+(``ErrorKind.BLOCKED``) before any connection is opened. Redirects are never followed.
 """
 
 from __future__ import annotations
@@ -9,12 +14,22 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from ccpush import __version__
 from ccpush.clock import Clock
+from ccpush.guard import (
+    GuardedResolver,
+    TargetPolicy,
+    check_url,
+    guarded_socket_factory,
+    refusal_in,
+)
 from ccpush.models import ErrorKind, Outcome
 from ccpush.record import CONTENT_TYPE
 
@@ -35,11 +50,25 @@ class SenderLimits:
 
 
 class Sender:
-    """Makes push attempts over one connection pool, reusing connections per host."""
+    """Makes push attempts over one connection pool, reusing connections per host.
 
-    def __init__(self, clock: Clock, limits: SenderLimits | None = None) -> None:
+    ``policy`` says which non-global addresses pushes may reach (by default none);
+    ``resolver`` is the DNS resolver the guard wraps (by default aiohttp's threaded one).
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        limits: SenderLimits | None = None,
+        *,
+        policy: TargetPolicy | None = None,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self.clock = clock
         self.limits = limits or SenderLimits()
+        self.policy = policy if policy is not None else TargetPolicy()
+        self._resolver = resolver
+        self._guarded: GuardedResolver | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Sender:
@@ -53,11 +82,14 @@ class Sender:
         if self._session is not None:
             return
         limits = self.limits
+        self._guarded = GuardedResolver(self.policy, self._resolver)
         connector = aiohttp.TCPConnector(
             limit=limits.concurrency,
             limit_per_host=limits.per_host,
-            ttl_dns_cache=60,
+            ttl_dns_cache=60,  # caches only answers the guard passed
             keepalive_timeout=30,
+            resolver=self._guarded,
+            socket_factory=guarded_socket_factory(self.policy),
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -65,12 +97,16 @@ class Sender:
             headers={"User-Agent": USER_AGENT},
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding",),
+            trust_env=False,  # no proxy from the environment: the guard checks the target
         )
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._guarded is not None:
+            await self._guarded.close()
+            self._guarded = None
 
     async def send(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
         """POST ``body`` to ``url`` once. A 2xx answer is success; anything else is not."""
@@ -81,6 +117,9 @@ class Sender:
         status: int | None = None
         excerpt: str | None = None
         kind: ErrorKind | None
+        refused = self._refusal(url)
+        if refused is not None:
+            return self._outcome(started_at, began, ErrorKind.BLOCKED, refused)
         try:
             async with self._session.post(
                 url,
@@ -95,6 +134,25 @@ class Sender:
             kind, error = ErrorKind.INVALID_URL, f"invalid push address: {exc}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             kind, error = _classify(exc)
+        return self._outcome(started_at, began, kind, error, status, excerpt)
+
+    def _refusal(self, url: str) -> str | None:
+        """The guard's verdict on the URL alone; a malformed URL is aiohttp's to report."""
+        try:
+            parsed = URL(url)
+        except (ValueError, TypeError):
+            return None
+        return check_url(parsed, self.policy) if parsed.scheme else None
+
+    @staticmethod
+    def _outcome(
+        started_at: datetime,
+        began: float,
+        kind: ErrorKind | None,
+        error: str | None,
+        status: int | None = None,
+        excerpt: str | None = None,
+    ) -> Outcome:
         return Outcome(
             started_at=started_at,
             duration_ms=round((time.perf_counter() - began) * 1000, 3),
@@ -120,6 +178,9 @@ def _judge(response: aiohttp.ClientResponse) -> tuple[ErrorKind | None, str | No
 
 
 def _classify(exc: BaseException) -> tuple[ErrorKind, str]:
+    refused = refusal_in(exc)
+    if refused is not None:
+        return ErrorKind.BLOCKED, str(refused)
     detail = f"{type(exc).__name__}: {exc}".rstrip(": ")[:500]
     if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return ErrorKind.TIMEOUT, detail or "timed out"

@@ -13,6 +13,7 @@ from typing import Self
 from ccpush.clock import Clock, SystemClock
 from ccpush.dispatcher import AttemptListener, Dispatcher, DispatchSettings
 from ccpush.record import parse_zone, zone_label
+from ccpush.replays import ReplayRunner
 from ccpush.sender import Sender, SenderLimits
 from ccpush.settings import Settings, check_admin_token
 from ccpush.store import Store, open_store
@@ -67,6 +68,7 @@ class Service:
                 per_host=settings.per_host_concurrency,
                 excerpt_bytes=settings.response_excerpt_bytes,
             ),
+            policy=settings.target_policy,
         )
         self.dispatcher = Dispatcher(
             self.store,
@@ -82,8 +84,16 @@ class Service:
             ),
             listeners=listeners or [],
         )
+        self.replays = ReplayRunner(
+            self.store,
+            self.clock,
+            owner=self.dispatcher.owner,
+            on_enqueued=self.dispatcher.wake,
+            lease=settings.lease_delta,
+            poll_interval=settings.poll_interval,
+        )
         self._stop = asyncio.Event()
-        self._dispatching: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def request_stop(self) -> None:
         """Ask the dispatcher to finish what is in flight and stop."""
@@ -94,16 +104,17 @@ class Service:
         await self.sender.start()
         if dispatch:
             self._stop.clear()
-            self._dispatching = asyncio.create_task(
-                self.dispatcher.run(self._stop), name="ccpush-dispatcher"
-            )
+            self._tasks = [
+                asyncio.create_task(self.dispatcher.run(self._stop), name="ccpush-dispatcher"),
+                asyncio.create_task(self.replays.run(self._stop), name="ccpush-replays"),
+            ]
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._dispatching is not None:
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatching
-            self._dispatching = None
+                await task
+        self._tasks = []
         await self.sender.close()
         await self.store.close()
 
@@ -115,6 +126,8 @@ class Service:
         await self.stop()
 
     async def wait_dispatcher(self) -> None:
-        """Return when the dispatcher stops (raising what stopped it, if it failed)."""
-        if self._dispatching is not None:
-            await self._dispatching
+        """Return when dispatching stops (raising what stopped it, if it failed)."""
+        if self._tasks:
+            done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()

@@ -10,6 +10,7 @@ from typing import Annotated, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ccpush.guard import TargetPolicy
 from ccpush.record import parse_zone
 from ccpush.retry import RetrySchedule, parse_duration
 
@@ -46,6 +47,9 @@ class Settings(BaseSettings):
     response_excerpt_bytes: Annotated[int, Field(ge=0, le=65_536)] = 2048
     max_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
     max_batch_records: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    allowed_target_networks: str = ""
+    """Comma-separated CIDR networks pushes may reach although not global (loopback,
+    private...), e.g. ``10.20.0.0/16, fd00:1::/64``. Default: none."""
     log_level: str = "INFO"
 
     @field_validator("retry_schedule")
@@ -64,6 +68,12 @@ class Settings(BaseSettings):
     @classmethod
     def _zone(cls, value: str) -> str:
         parse_zone(value)
+        return value
+
+    @field_validator("allowed_target_networks")
+    @classmethod
+    def _target_networks(cls, value: str) -> str:
+        TargetPolicy.parse(value)
         return value
 
     @field_validator("admin_token")
@@ -89,6 +99,11 @@ class Settings(BaseSettings):
     @property
     def lease_delta(self) -> timedelta:
         return parse_duration(self.lease)
+
+    @property
+    def target_policy(self) -> TargetPolicy:
+        """What pushes may reach: global addresses, and ``allowed_target_networks``."""
+        return TargetPolicy.parse(self.allowed_target_networks)
 
     @property
     def store_url(self) -> str:

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ccpush.api.schemas import ErrorBody, ErrorOut
-from ccpush.errors import NotFound
+from ccpush.errors import NotFound, ReplayTooLarge
 from ccpush.record import Problem
 
 
@@ -58,6 +58,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
         return ApiError(404, "not_found", str(exc)).response()
+
+    @app.exception_handler(ReplayTooLarge)
+    async def _too_large(_: Request, exc: ReplayTooLarge) -> JSONResponse:
+        return ApiError(422, "replay_too_large", str(exc)).response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

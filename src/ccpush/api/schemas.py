@@ -9,8 +9,22 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from ccpush.models import App, Attempt, Delivery, DeliveryState, ErrorKind, IngestResult
-from ccpush.record import Problem
+from ccpush.models import (
+    Account,
+    ApiKey,
+    App,
+    Attempt,
+    Delivery,
+    DeliveryState,
+    ErrorKind,
+    IngestResult,
+    KeyScope,
+    Outcome,
+    ReplayJob,
+    ReplayKind,
+    ReplayState,
+)
+from ccpush.record import CallRecord, Problem
 
 
 def check_push_url(value: str) -> str:
@@ -39,9 +53,61 @@ class Schema(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+class AccountCreate(Schema):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class AccountOut(Schema):
+    id: str
+    name: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, account: Account) -> AccountOut:
+        return cls(id=account.id, name=account.name, created_at=account.created_at)
+
+
+class KeyCreate(Schema):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    scope: KeyScope = Field(
+        default=KeyScope.MANAGE,
+        description="manage: the account's apps, records and keys; ingest: only send records",
+    )
+
+
+class KeyOut(Schema):
+    id: str
+    account_id: str | None
+    name: str
+    scope: KeyScope
+    prefix: str = Field(description="The secret's first characters, to recognise the key")
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyOut:
+        return cls(
+            id=key.id,
+            account_id=key.account_id,
+            name=key.name,
+            scope=key.scope,
+            prefix=key.prefix,
+            created_at=key.created_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+class KeyCreated(KeyOut):
+    secret: str = Field(description="The key itself: shown this once, never again")
+
+
 class AppCreate(Schema):
     name: AppName
     push_url: PushUrl | None = None
+    account_id: str | None = Field(
+        default=None,
+        description="Operator only: the account that owns the app (default: the default account)",
+    )
 
 
 class AppPatch(Schema):
@@ -49,12 +115,16 @@ class AppPatch(Schema):
 
     name: AppName | None = None
     push_url: PushUrl | None = None
+    paused: bool | None = None
 
 
 class AppOut(Schema):
     id: str
+    account_id: str
     name: str
     push_url: str | None
+    paused: bool
+    pushing: bool = Field(description="An address is set and pushing is not paused")
     created_at: datetime
     updated_at: datetime
 
@@ -62,10 +132,35 @@ class AppOut(Schema):
     def of(cls, app: App) -> AppOut:
         return cls(
             id=app.id,
+            account_id=app.account_id,
             name=app.name,
             push_url=app.push_url,
+            paused=app.paused,
+            pushing=app.pushing,
             created_at=app.created_at,
             updated_at=app.updated_at,
+        )
+
+
+class TestPushOut(Schema):
+    delivered: bool = Field(description="The receiver answered 2xx")
+    status_code: int | None
+    latency_ms: float
+    error_kind: ErrorKind | None
+    error: str | None
+    response_excerpt: str | None
+    record: CallRecord = Field(description="The sample record that was pushed")
+
+    @classmethod
+    def of(cls, outcome: Outcome, record: CallRecord) -> TestPushOut:
+        return cls(
+            delivered=outcome.ok,
+            status_code=outcome.status_code,
+            latency_ms=outcome.duration_ms,
+            error_kind=outcome.error_kind,
+            error=outcome.error,
+            response_excerpt=outcome.response_excerpt,
+            record=record,
         )
 
 
@@ -111,6 +206,8 @@ class AttemptOut(Schema):
 
 class DeliveryOut(Schema):
     id: int
+    call_session_id: str
+    replay_id: str | None
     state: DeliveryState
     attempts: int
     next_attempt_at: datetime | None
@@ -122,6 +219,8 @@ class DeliveryOut(Schema):
     def of(cls, delivery: Delivery) -> DeliveryOut:
         return cls(
             id=delivery.id,
+            call_session_id=delivery.call_session_id,
+            replay_id=delivery.replay_id,
             state=delivery.state,
             attempts=delivery.attempts,
             next_attempt_at=(
@@ -136,6 +235,54 @@ class DeliveryOut(Schema):
 class DeliveriesOut(Schema):
     call_session_id: str
     deliveries: list[DeliveryOut]
+
+
+class DeliveryPage(Schema):
+    deliveries: list[DeliveryOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null: last")
+
+
+class RecordPage(Schema):
+    records: list[CallRecord] = Field(description="Each record exactly as it is pushed")
+    next_cursor: str | None
+
+
+class ReplayCreate(Schema):
+    """Either a call-time range (``from`` and ``to``) or ``failedSince``."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    range_from: str | None = Field(default=None, alias="from")
+    range_to: str | None = Field(default=None, alias="to")
+    failed_since: str | None = Field(default=None, alias="failedSince")
+
+
+class ReplayOut(Schema):
+    id: str
+    kind: ReplayKind
+    range_from: datetime | None = Field(serialization_alias="from")
+    range_to: datetime | None = Field(serialization_alias="to")
+    state: ReplayState
+    total: int = Field(description="Records the replay covers")
+    enqueued: int = Field(description="Records given a new delivery so far")
+    deliveries: dict[DeliveryState, int] = Field(description="The new deliveries by state")
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: ReplayJob, progress: dict[DeliveryState, int]) -> ReplayOut:
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            range_from=job.range_from,
+            range_to=job.range_to,
+            state=job.state,
+            total=job.total,
+            enqueued=job.enqueued,
+            deliveries=progress,
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+        )
 
 
 class ErrorBody(Schema):

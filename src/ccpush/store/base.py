@@ -11,13 +11,19 @@ from importlib import resources
 from typing import Final
 
 from ccpush.models import (
+    Account,
+    ApiKey,
     App,
     Claimed,
     Completion,
     Delivery,
     DeliveryState,
     IngestResult,
+    KeyScope,
     NewRecord,
+    ReplayJob,
+    ReplayKind,
+    StoredRecord,
 )
 
 
@@ -47,8 +53,41 @@ def load_migrations(dialect: str) -> list[Migration]:
     return sorted(found, key=lambda migration: migration.version)
 
 
+DEFAULT_ACCOUNT: Final = "acc_default"
+"""Apps created by the operator without naming an account belong to this one."""
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
 def new_app_id() -> str:
-    return "app_" + secrets.token_hex(10)
+    return new_id("app")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryFilter:
+    """Which deliveries of an app to list, newest first."""
+
+    states: frozenset[DeliveryState] = frozenset()
+    """Empty: every state."""
+    since: datetime | None = None
+    until: datetime | None = None
+    call_session_id: str | None = None
+    before_id: int | None = None
+    """Cursor: only deliveries older than this one."""
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordFilter:
+    """Which records of an app to list, by call start time then id."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    after: tuple[datetime, int] | None = None
+    """Cursor: only records after this (call start, record id)."""
+    limit: int = 100
 
 
 def unique_by_session(records: Sequence[NewRecord]) -> list[NewRecord]:
@@ -73,10 +112,12 @@ def ingest_results(records: Sequence[NewRecord], accepted: set[str]) -> list[Ing
 
 
 class Store(abc.ABC):
-    """Durable state of ccpush: apps, records, deliveries and attempts.
+    """Durable state of ccpush: accounts, keys, apps, records, deliveries and attempts.
 
     Every method is one transaction. Times come from the caller's clock, so a test that
-    moves a ``ManualClock`` moves the store's idea of "now" too.
+    moves a ``ManualClock`` moves the store's idea of "now" too. Methods that take an
+    ``account_id`` scope their lookup to that account (``None``: the operator, every
+    account), and answer ``NotFound`` for another account's objects.
     """
 
     @abc.abstractmethod
@@ -90,14 +131,61 @@ class Store(abc.ABC):
     async def migrate(self) -> list[str]:
         """Apply the migrations not yet applied; the names of those applied."""
 
+    # Accounts and keys
+
+    @abc.abstractmethod
+    async def create_account(self, *, name: str, now: datetime) -> Account: ...
+
+    @abc.abstractmethod
+    async def get_account(self, account_id: str) -> Account:
+        """The account; ``AccountNotFound`` if there is none."""
+
+    @abc.abstractmethod
+    async def list_accounts(self) -> list[Account]: ...
+
+    @abc.abstractmethod
+    async def create_key(
+        self,
+        *,
+        account_id: str | None,
+        name: str,
+        scope: KeyScope,
+        secret_hash: str,
+        prefix: str,
+        now: datetime,
+    ) -> ApiKey:
+        """Keep a new key (only the hash of its secret). ``account_id=None``: a platform key."""
+
+    @abc.abstractmethod
+    async def list_keys(self, account_id: str | None) -> list[ApiKey]:
+        """The keys of an account (``None``: the platform keys), revoked ones included."""
+
+    @abc.abstractmethod
+    async def revoke_key(self, account_id: str | None, key_id: str, *, now: datetime) -> ApiKey:
+        """Revoke a key of that account (``None``: a platform key); ``KeyNotFound`` else."""
+
+    @abc.abstractmethod
+    async def key_by_hash(self, secret_hash: str) -> ApiKey | None:
+        """The unrevoked key with this secret hash, if any."""
+
     # Voice applications
 
     @abc.abstractmethod
-    async def create_app(self, *, name: str, push_url: str | None, now: datetime) -> App: ...
+    async def create_app(
+        self,
+        *,
+        name: str,
+        push_url: str | None,
+        now: datetime,
+        account_id: str = DEFAULT_ACCOUNT,
+    ) -> App: ...
 
     @abc.abstractmethod
-    async def get_app(self, app_id: str) -> App:
-        """The app; ``AppNotFound`` if there is none."""
+    async def get_app(self, app_id: str, account_id: str | None = None) -> App:
+        """The app; ``AppNotFound`` if there is none (in that account)."""
+
+    @abc.abstractmethod
+    async def list_apps(self, account_id: str | None = None) -> list[App]: ...
 
     @abc.abstractmethod
     async def update_app(
@@ -105,17 +193,29 @@ class Store(abc.ABC):
         app_id: str,
         *,
         now: datetime,
+        account_id: str | None = None,
         name: str | _Unset = UNSET,
         push_url: str | _Unset | None = UNSET,
+        paused: bool | _Unset = UNSET,
     ) -> App:
-        """Change an app. Clearing the push address holds its waiting deliveries; setting
-        one releases them (due now). Pending retries go to the address current when due."""
+        """Change an app. When it stops pushing (address cleared, paused) its waiting
+        deliveries are held; when it starts again they are released, due now. Pending
+        retries go to whatever address is current when they are due."""
+
+    @abc.abstractmethod
+    async def delete_app(self, app_id: str, account_id: str | None = None) -> None:
+        """Delete an app with its records, deliveries, attempts and replays."""
 
     # Records
 
     @abc.abstractmethod
     async def ingest(
-        self, app_id: str, records: Sequence[NewRecord], *, now: datetime
+        self,
+        app_id: str,
+        records: Sequence[NewRecord],
+        *,
+        now: datetime,
+        account_id: str | None = None,
     ) -> list[IngestResult]:
         """Store records and their deliveries in one transaction (all or nothing).
 
@@ -123,11 +223,63 @@ class Store(abc.ABC):
         no new delivery (``accepted=False``)."""
 
     @abc.abstractmethod
+    async def list_records(self, app_id: str, query: RecordFilter) -> list[StoredRecord]:
+        """Records of an app by call start time (the reconciliation query)."""
+
+    @abc.abstractmethod
     async def deliveries_of(self, app_id: str, call_session_id: str) -> list[Delivery]:
         """The deliveries of one record, newest first, each with its attempts."""
 
     @abc.abstractmethod
+    async def list_deliveries(self, app_id: str, query: DeliveryFilter) -> list[Delivery]:
+        """Deliveries of an app, newest first, each with its attempts."""
+
+    @abc.abstractmethod
+    async def resend(self, app_id: str, call_session_id: str, *, now: datetime) -> Delivery:
+        """A new delivery of a stored record, due now (held if the app is not pushing)."""
+
+    @abc.abstractmethod
     async def count_by_state(self, app_id: str | None = None) -> dict[DeliveryState, int]: ...
+
+    # Replays
+
+    @abc.abstractmethod
+    async def create_replay(
+        self,
+        app_id: str,
+        *,
+        kind: ReplayKind,
+        range_from: datetime | None,
+        range_to: datetime | None,
+        cap: int,
+        now: datetime,
+    ) -> tuple[ReplayJob, bool]:
+        """Queue a replay; ``(job, created)``. An identical replay of the app that has not
+        finished is returned instead of a new one (``created=False``). ``ReplayTooLarge``
+        if it would cover more than ``cap`` records."""
+
+    @abc.abstractmethod
+    async def get_replay(self, app_id: str, replay_id: str) -> ReplayJob:
+        """The replay; ``ReplayNotFound`` if the app has none with this id."""
+
+    @abc.abstractmethod
+    async def replay_progress(self, replay_id: str) -> dict[DeliveryState, int]:
+        """The states of the deliveries a replay has created so far."""
+
+    @abc.abstractmethod
+    async def claim_replay(
+        self, *, now: datetime, lease_until: datetime, owner: str
+    ) -> ReplayJob | None:
+        """Lease one unfinished replay (queued, or running with an expired lease)."""
+
+    @abc.abstractmethod
+    async def advance_replay(
+        self, replay_id: str, *, owner: str, chunk: int, now: datetime, lease_until: datetime
+    ) -> ReplayJob | None:
+        """Create deliveries for the replay's next ``chunk`` records and renew the lease,
+        in one transaction; the job is done when none are left. None: ``owner`` no longer
+        holds the replay (its lease ran out and another runner took it over).
+        ``ReplayNotFound`` if the replay (or its app) was deleted."""
 
     # Dispatching
 

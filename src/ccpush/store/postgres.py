@@ -2,20 +2,37 @@
 
 Workers claim with ``FOR UPDATE SKIP LOCKED`` under a lease, commit the claim, then push:
 no transaction is held open across an HTTP request.
+
+Row locks on an app keep its changes in order: ``update_app`` and ``delete_app`` take it
+``FOR UPDATE``; ``create_replay`` takes it ``FOR NO KEY UPDATE`` (one replay request of an
+app at a time, ingest not blocked); whatever adds deliveries (ingest, resend, replays)
+reads the app ``FOR KEY SHARE``, so it sees the app's pushing state as of its own commit.
+The app is always locked before its replays and deliveries.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ccpush.errors import AppNotFound, MigrationError, StoreError
+from ccpush.errors import (
+    AccountNotFound,
+    AppNotFound,
+    KeyNotFound,
+    MigrationError,
+    RecordNotFound,
+    ReplayNotFound,
+    ReplayTooLarge,
+    StoreError,
+)
 from ccpush.models import (
+    Account,
+    ApiKey,
     App,
     Attempt,
     Claimed,
@@ -24,19 +41,218 @@ from ccpush.models import (
     DeliveryState,
     ErrorKind,
     IngestResult,
+    KeyScope,
     NewRecord,
+    ReplayJob,
+    ReplayKind,
+    ReplayState,
+    StoredRecord,
 )
 from ccpush.store.base import (
+    DEFAULT_ACCOUNT,
     UNSET,
+    DeliveryFilter,
+    RecordFilter,
     Store,
     _Unset,
     ingest_results,
     load_migrations,
     new_app_id,
+    new_id,
     unique_by_session,
 )
 
+T = TypeVar("T")
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    _Conn: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+    _Executor: TypeAlias = asyncpg.Pool[asyncpg.Record] | _Conn
+_AppLock = Literal["", "FOR UPDATE", "FOR NO KEY UPDATE", "FOR KEY SHARE"]
+
 _MIGRATION_LOCK = 0x63637075  # "ccpu": one migrator at a time across all processes
+
+_ACCOUNT_COLUMNS = "id, name, created_at"
+_KEY_COLUMNS = "id, account_id, name, scope, prefix, created_at, revoked_at"
+_APP_COLUMNS = "id, account_id, name, push_url, paused, created_at, updated_at"
+_REPLAY_COLUMNS = (
+    "id, app_id, kind, range_from, range_to, state, total, enqueued, created_at, updated_at,"
+    " finished_at"
+)
+_DELIVERY_COLUMNS = (
+    "d.id, d.app_id, r.call_session_id, d.record_id, d.replay_id, d.state, d.attempts,"
+    " d.next_attempt_at, d.created_at, d.updated_at"
+)
+
+# Accounts and keys
+
+INSERT_KEY = f"""
+INSERT INTO api_keys (id, account_id, name, scope, secret_hash, prefix, created_at)
+SELECT $1, $2, $3, $4, $5, $6, $7
+WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM accounts WHERE id = $2)
+RETURNING {_KEY_COLUMNS}
+"""
+
+LIST_KEYS = f"""
+SELECT {_KEY_COLUMNS} FROM api_keys
+WHERE account_id IS NOT DISTINCT FROM $1::text
+ORDER BY created_at, id
+"""
+
+# A second revocation keeps the first time.
+REVOKE_KEY = f"""
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3)
+WHERE id = $1 AND account_id IS NOT DISTINCT FROM $2::text
+RETURNING {_KEY_COLUMNS}
+"""
+
+# Voice applications
+
+INSERT_APP = f"""
+INSERT INTO apps (id, account_id, name, push_url, paused, created_at, updated_at)
+SELECT $1, accounts.id, $3, $4, false, $5, $5 FROM accounts WHERE accounts.id = $2
+RETURNING {_APP_COLUMNS}
+"""
+
+SELECT_APP = f"""
+SELECT {_APP_COLUMNS} FROM apps WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)
+"""
+
+LIST_APPS = f"""
+SELECT {_APP_COLUMNS} FROM apps WHERE $1::text IS NULL OR account_id = $1
+ORDER BY created_at, id
+"""
+
+UPDATE_APP = f"""
+UPDATE apps SET name = $2, push_url = $3, paused = $4, updated_at = $5 WHERE id = $1
+RETURNING {_APP_COLUMNS}
+"""
+
+HOLD_WAITING = """
+UPDATE deliveries SET state = 'held', updated_at = $2 WHERE app_id = $1 AND state = 'pending'
+"""
+
+RELEASE_HELD = """
+UPDATE deliveries SET state = 'pending', next_attempt_at = $2, updated_at = $2
+WHERE app_id = $1 AND state = 'held'
+"""
+
+# In this order: each table before those it references.
+DELETE_APP = (
+    "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE app_id = $1)",
+    "DELETE FROM deliveries WHERE app_id = $1",
+    "DELETE FROM replays WHERE app_id = $1",
+    "DELETE FROM call_records WHERE app_id = $1",
+    "DELETE FROM apps WHERE id = $1",
+)
+
+# Records and deliveries
+
+INSERT_RECORDS = """
+INSERT INTO call_records (app_id, call_session_id, body, call_start, received_at)
+SELECT $1, sid, body, start, $5
+FROM unnest($2::text[], $3::bytea[], $4::timestamptz[]) AS input (sid, body, start)
+ON CONFLICT (app_id, call_session_id) DO NOTHING
+RETURNING id, call_session_id
+"""
+
+INSERT_DELIVERIES = """
+INSERT INTO deliveries
+    (record_id, app_id, state, next_attempt_at, replay_id, created_at, updated_at)
+SELECT id, $2, $3, $4, $5, $4, $4 FROM unnest($1::bigint[]) AS ids (id)
+RETURNING id
+"""
+
+# Open bounds as infinities rather than ``$n IS NULL OR``: the plan stays an index range.
+LIST_RECORDS = """
+SELECT id, call_session_id, call_start, body FROM call_records
+WHERE app_id = $1
+  AND call_start >= coalesce($2::timestamptz, '-infinity')
+  AND call_start < coalesce($3::timestamptz, 'infinity')
+  AND (call_start, id) > (coalesce($4::timestamptz, '-infinity'), coalesce($5::bigint, 0))
+ORDER BY call_start, id
+LIMIT $6
+"""
+
+# ``{filters}``: `` AND <condition>`` for each filter given, its value in $3, $4...
+# (only those given, so each combination gets its own plan). ``LIMIT NULL``: all.
+LIST_DELIVERIES = f"""
+SELECT {_DELIVERY_COLUMNS}
+FROM deliveries AS d JOIN call_records AS r ON r.id = d.record_id
+WHERE d.app_id = $1 AND r.app_id = $1{{filters}}
+ORDER BY d.id DESC
+LIMIT $2
+"""
+
+ATTEMPTS_OF = """
+SELECT delivery_id, number, started_at, duration_ms, status_code, error_kind, error,
+       response_excerpt
+FROM attempts WHERE delivery_id = ANY($1::bigint[])
+ORDER BY number, id
+"""
+
+# Replays
+#
+# The records a replay covers, in id order after a cursor ($2), at most $3 (NULL: all):
+# a range of call start times [$4, $5), or those whose latest delivery failed since $4.
+
+REPLAY_RANGE = """
+SELECT id FROM call_records
+WHERE app_id = $1 AND id > $2 AND call_start >= $4 AND call_start < $5
+ORDER BY id
+LIMIT $3
+"""
+
+REPLAY_FAILED = """
+SELECT d.record_id FROM deliveries AS d
+WHERE d.app_id = $1 AND d.record_id > $2 AND d.state = 'failed' AND d.updated_at >= $4
+  AND d.id = (SELECT max(latest.id) FROM deliveries AS latest
+              WHERE latest.record_id = d.record_id)
+ORDER BY d.record_id
+LIMIT $3
+"""
+
+SAME_REPLAY = f"""
+SELECT {_REPLAY_COLUMNS} FROM replays
+WHERE app_id = $1 AND kind = $2 AND state <> 'done'
+  AND range_from IS NOT DISTINCT FROM $3::timestamptz
+  AND range_to IS NOT DISTINCT FROM $4::timestamptz
+ORDER BY created_at, id
+LIMIT 1
+"""
+
+INSERT_REPLAY = f"""
+INSERT INTO replays (id, app_id, kind, range_from, range_to, state, total, created_at,
+                     updated_at)
+VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $7)
+RETURNING {_REPLAY_COLUMNS}
+"""
+
+CLAIM_REPLAY = f"""
+UPDATE replays SET state = 'running', lease_until = $2, lease_owner = $3, updated_at = $1
+WHERE id = (
+    SELECT id FROM replays
+    WHERE state = 'queued' OR (state = 'running' AND lease_until <= $1)
+    ORDER BY created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {_REPLAY_COLUMNS}
+"""
+
+LOCK_REPLAY = f"""
+SELECT {_REPLAY_COLUMNS}, cursor, lease_owner FROM replays WHERE id = $1 FOR UPDATE
+"""
+
+ADVANCE_REPLAY = f"""
+UPDATE replays
+SET cursor = $2, enqueued = enqueued + $3, updated_at = $4, state = $5, finished_at = $6,
+    lease_until = $7, lease_owner = $8
+WHERE id = $1
+RETURNING {_REPLAY_COLUMNS}
+"""
+
+# Dispatching
 
 CLAIM_DUE = """
 WITH due AS (
@@ -49,15 +265,16 @@ WITH due AS (
 UPDATE deliveries AS d
 SET state = 'sending', lease_until = $3, lease_owner = $4, updated_at = $1
 FROM due, call_records AS r, apps AS a
-WHERE d.id = due.id AND r.id = d.record_id AND a.id = d.app_id AND a.push_url IS NOT NULL
+WHERE d.id = due.id AND r.id = d.record_id AND a.id = d.app_id
+  AND a.push_url IS NOT NULL AND NOT a.paused
 RETURNING d.id, d.app_id, r.call_session_id, a.push_url, r.body, d.attempts,
           d.first_attempt_at, d.next_attempt_at
 """
 
-# A delivery due again while its app has no push address waits as held instead.
+# A delivery due again while its app is not pushing (no address, or paused) waits as held.
 _NEXT_STATE = """
 CASE WHEN $1 = 'pending'
-      AND (SELECT push_url FROM apps WHERE apps.id = deliveries.app_id) IS NULL
+      AND (SELECT push_url IS NULL OR paused FROM apps WHERE apps.id = deliveries.app_id)
      THEN 'held' ELSE $1 END
 """
 
@@ -75,18 +292,12 @@ SET state = {_NEXT_STATE}, lease_until = NULL, lease_owner = NULL, updated_at = 
 WHERE state = 'sending' AND lease_until <= $2
 """
 
-INSERT_RECORDS = """
-INSERT INTO call_records (app_id, call_session_id, body, call_start, received_at)
-SELECT $1, sid, body, start, $5
-FROM unnest($2::text[], $3::bytea[], $4::timestamptz[]) AS input (sid, body, start)
-ON CONFLICT (app_id, call_session_id) DO NOTHING
-RETURNING id, call_session_id
-"""
-
+# Kept unless the delivery was deleted with its app meanwhile (the lock waits for that).
 INSERT_ATTEMPT = """
 INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind,
                       error, response_excerpt)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+SELECT id, $2, $3, $4, $5, $6, $7, $8 FROM deliveries WHERE id = $1
+FOR KEY SHARE
 """
 
 
@@ -162,73 +373,139 @@ class PostgresStore(Store):
                 applied.append(f"{migration.version:04d}_{migration.name}")
         return applied
 
-    # Voice applications
+    # Accounts and keys
 
-    async def create_app(self, *, name: str, push_url: str | None, now: datetime) -> App:
-        app_id = new_app_id()
-        await self.pool.execute(
-            "INSERT INTO apps (id, name, push_url, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $4)",
-            app_id,
+    async def create_account(self, *, name: str, now: datetime) -> Account:
+        row = await self.pool.fetchrow(
+            f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES ($1, $2, $3)"
+            f" RETURNING {_ACCOUNT_COLUMNS}",
+            new_id("acc"),
             name,
-            push_url,
             now,
         )
-        return App(id=app_id, name=name, push_url=push_url, created_at=now, updated_at=now)
+        return _account(_found(row))
 
-    async def get_app(self, app_id: str) -> App:
-        return await self._get_app(self.pool, app_id)
-
-    @staticmethod
-    async def _get_app(conn: Any, app_id: str, *, lock: bool = False) -> App:
-        row = await conn.fetchrow(
-            "SELECT id, name, push_url, created_at, updated_at FROM apps WHERE id = $1"
-            + (" FOR UPDATE" if lock else ""),
-            app_id,
+    async def get_account(self, account_id: str) -> Account:
+        row = await self.pool.fetchrow(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = $1", account_id
         )
         if row is None:
-            raise AppNotFound()
-        return App(**dict(row))
+            raise AccountNotFound()
+        return _account(row)
+
+    async def list_accounts(self) -> list[Account]:
+        rows = await self.pool.fetch(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id"
+        )
+        return [_account(row) for row in rows]
+
+    async def create_key(
+        self,
+        *,
+        account_id: str | None,
+        name: str,
+        scope: KeyScope,
+        secret_hash: str,
+        prefix: str,
+        now: datetime,
+    ) -> ApiKey:
+        row = await self.pool.fetchrow(
+            INSERT_KEY,
+            new_id("key"),
+            account_id,
+            name,
+            KeyScope(scope).value,
+            secret_hash,
+            prefix,
+            now,
+        )
+        if row is None:
+            raise AccountNotFound()
+        return _key(row)
+
+    async def list_keys(self, account_id: str | None) -> list[ApiKey]:
+        return [_key(row) for row in await self.pool.fetch(LIST_KEYS, account_id)]
+
+    async def revoke_key(self, account_id: str | None, key_id: str, *, now: datetime) -> ApiKey:
+        row = await self.pool.fetchrow(REVOKE_KEY, key_id, account_id, now)
+        if row is None:
+            raise KeyNotFound()
+        return _key(row)
+
+    async def key_by_hash(self, secret_hash: str) -> ApiKey | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL",
+            secret_hash,
+        )
+        return None if row is None else _key(row)
+
+    # Voice applications
+
+    async def create_app(
+        self,
+        *,
+        name: str,
+        push_url: str | None,
+        now: datetime,
+        account_id: str = DEFAULT_ACCOUNT,
+    ) -> App:
+        row = await self.pool.fetchrow(INSERT_APP, new_app_id(), account_id, name, push_url, now)
+        if row is None:
+            raise AccountNotFound()
+        return _app(row)
+
+    async def get_app(self, app_id: str, account_id: str | None = None) -> App:
+        return await _fetch_app(self.pool, app_id, account_id)
+
+    async def list_apps(self, account_id: str | None = None) -> list[App]:
+        return [_app(row) for row in await self.pool.fetch(LIST_APPS, account_id)]
 
     async def update_app(
         self,
         app_id: str,
         *,
         now: datetime,
+        account_id: str | None = None,
         name: str | _Unset = UNSET,
         push_url: str | _Unset | None = UNSET,
+        paused: bool | _Unset = UNSET,
     ) -> App:
         async with self.pool.acquire() as conn, conn.transaction():
-            before = await self._get_app(conn, app_id, lock=True)
-            if not isinstance(name, _Unset):
-                await conn.execute("UPDATE apps SET name = $2 WHERE id = $1", app_id, name)
-            if not isinstance(push_url, _Unset):
-                await conn.execute("UPDATE apps SET push_url = $2 WHERE id = $1", app_id, push_url)
-                if push_url is None and before.push_url is not None:
-                    await conn.execute(
-                        "UPDATE deliveries SET state = 'held', updated_at = $2"
-                        " WHERE app_id = $1 AND state = 'pending'",
-                        app_id,
-                        now,
-                    )
-                elif push_url is not None and before.push_url is None:
-                    await conn.execute(
-                        "UPDATE deliveries SET state = 'pending', next_attempt_at = $2,"
-                        " updated_at = $2 WHERE app_id = $1 AND state = 'held'",
-                        app_id,
-                        now,
-                    )
-            await conn.execute("UPDATE apps SET updated_at = $2 WHERE id = $1", app_id, now)
-            return await self._get_app(conn, app_id)
+            before = await _fetch_app(conn, app_id, account_id, lock="FOR UPDATE")
+            row = await conn.fetchrow(
+                UPDATE_APP,
+                app_id,
+                _given(name, before.name),
+                _given(push_url, before.push_url),
+                _given(paused, before.paused),
+                now,
+            )
+            after = _app(_found(row))
+            if before.pushing and not after.pushing:
+                await conn.execute(HOLD_WAITING, app_id, now)
+            elif after.pushing and not before.pushing:
+                await conn.execute(RELEASE_HELD, app_id, now)
+        return after
+
+    async def delete_app(self, app_id: str, account_id: str | None = None) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await _fetch_app(conn, app_id, account_id, lock="FOR UPDATE")
+            for statement in DELETE_APP:
+                await conn.execute(statement, app_id)
 
     # Records
 
     async def ingest(
-        self, app_id: str, records: Sequence[NewRecord], *, now: datetime
+        self,
+        app_id: str,
+        records: Sequence[NewRecord],
+        *,
+        now: datetime,
+        account_id: str | None = None,
     ) -> list[IngestResult]:
         unique = unique_by_session(records)
         async with self.pool.acquire() as conn, conn.transaction():
-            app = await self._get_app(conn, app_id)
+            app = await _fetch_app(conn, app_id, account_id, lock="FOR KEY SHARE")
             inserted = await conn.fetch(
                 INSERT_RECORDS,
                 app_id,
@@ -237,62 +514,143 @@ class PostgresStore(Store):
                 [record.call_start for record in unique],
                 now,
             )
-            state = DeliveryState.PENDING if app.push_url else DeliveryState.HELD
-            await conn.execute(
-                "INSERT INTO deliveries"
-                " (record_id, app_id, state, next_attempt_at, created_at, updated_at)"
-                " SELECT id, $2, $3, $4, $4, $4 FROM unnest($1::bigint[]) AS ids (id)",
-                [row[0] for row in inserted],
-                app_id,
-                state,
-                now,
-            )
+            await _insert_deliveries(conn, app, [row[0] for row in inserted], now)
         return ingest_results(records, {row[1] for row in inserted})
+
+    async def list_records(self, app_id: str, query: RecordFilter) -> list[StoredRecord]:
+        after_start, after_id = query.after or (None, None)
+        rows = await self.pool.fetch(
+            LIST_RECORDS, app_id, query.since, query.until, after_start, after_id, query.limit
+        )
+        return [
+            StoredRecord(
+                id=row["id"],
+                call_session_id=row["call_session_id"],
+                call_start=row["call_start"],
+                body=row["body"],
+            )
+            for row in rows
+        ]
 
     async def deliveries_of(self, app_id: str, call_session_id: str) -> list[Delivery]:
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT d.id, d.state, d.attempts, d.next_attempt_at, d.created_at, d.updated_at"
-                " FROM deliveries d JOIN call_records r ON r.id = d.record_id"
-                " WHERE r.app_id = $1 AND r.call_session_id = $2 ORDER BY d.id DESC",
+            return await _deliveries(conn, app_id, {"r.call_session_id = {}": call_session_id})
+
+    async def list_deliveries(self, app_id: str, query: DeliveryFilter) -> list[Delivery]:
+        filters = {
+            "d.state = ANY({}::text[])": sorted(state.value for state in query.states) or None,
+            "d.created_at >= {}": query.since,
+            "d.created_at < {}": query.until,
+            "r.call_session_id = {}": query.call_session_id,
+            "d.id < {}": query.before_id,
+        }
+        async with self.pool.acquire() as conn:
+            return await _deliveries(conn, app_id, filters, query.limit)
+
+    async def resend(self, app_id: str, call_session_id: str, *, now: datetime) -> Delivery:
+        async with self.pool.acquire() as conn, conn.transaction():
+            app = await _fetch_app(conn, app_id, lock="FOR KEY SHARE")
+            record_id = await conn.fetchval(
+                "SELECT id FROM call_records WHERE app_id = $1 AND call_session_id = $2",
                 app_id,
                 call_session_id,
             )
-            found = []
-            for row in rows:
-                attempts = await conn.fetch(
-                    "SELECT number, started_at, duration_ms, status_code, error_kind, error,"
-                    " response_excerpt FROM attempts WHERE delivery_id = $1 ORDER BY number, id",
-                    row["id"],
-                )
-                state = DeliveryState(row["state"])
-                found.append(
-                    Delivery(
-                        id=row["id"],
-                        app_id=app_id,
-                        call_session_id=call_session_id,
-                        state=state,
-                        attempts=row["attempts"],
-                        next_attempt_at=(
-                            None if state is DeliveryState.HELD else row["next_attempt_at"]
-                        ),
-                        created_at=row["created_at"],
-                        updated_at=row["updated_at"],
-                        attempt_log=tuple(_attempt(attempt) for attempt in attempts),
-                    )
-                )
-        return found
+            if record_id is None:
+                raise RecordNotFound()
+            [delivery_id] = await _insert_deliveries(conn, app, [record_id], now)
+            [delivery] = await _deliveries(conn, app_id, {"d.id = {}": delivery_id})
+        return delivery
 
     async def count_by_state(self, app_id: str | None = None) -> dict[DeliveryState, int]:
-        counts = dict.fromkeys(DeliveryState, 0)
         rows = await self.pool.fetch(
             "SELECT state, count(*) FROM deliveries WHERE $1::text IS NULL OR app_id = $1"
             " GROUP BY state",
             app_id,
         )
-        for state, count in rows:
-            counts[DeliveryState(state)] = count
-        return counts
+        return _counts(rows)
+
+    # Replays
+
+    async def create_replay(
+        self,
+        app_id: str,
+        *,
+        kind: ReplayKind,
+        range_from: datetime | None,
+        range_to: datetime | None,
+        cap: int,
+        now: datetime,
+    ) -> tuple[ReplayJob, bool]:
+        kind = ReplayKind(kind)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await _fetch_app(conn, app_id, lock="FOR NO KEY UPDATE")
+            same = await conn.fetchrow(SAME_REPLAY, app_id, kind.value, range_from, range_to)
+            if same is not None:
+                return _replay(same), False
+            selection, args = _replay_selection(kind, range_from, range_to)
+            total: int = await conn.fetchval(
+                f"SELECT count(*) FROM ({selection}) AS selection", app_id, 0, None, *args
+            )
+            if total > cap:
+                raise ReplayTooLarge(
+                    f"the replay covers {total} records, more than the {cap} one replay may;"
+                    " narrow the range"
+                )
+            row = await conn.fetchrow(
+                INSERT_REPLAY, new_id("rpl"), app_id, kind.value, range_from, range_to, total, now
+            )
+        return _replay(_found(row)), True
+
+    async def get_replay(self, app_id: str, replay_id: str) -> ReplayJob:
+        row = await self.pool.fetchrow(
+            f"SELECT {_REPLAY_COLUMNS} FROM replays WHERE id = $1 AND app_id = $2",
+            replay_id,
+            app_id,
+        )
+        if row is None:
+            raise ReplayNotFound()
+        return _replay(row)
+
+    async def replay_progress(self, replay_id: str) -> dict[DeliveryState, int]:
+        rows = await self.pool.fetch(
+            "SELECT state, count(*) FROM deliveries WHERE replay_id = $1 GROUP BY state",
+            replay_id,
+        )
+        return _counts(rows)
+
+    async def claim_replay(
+        self, *, now: datetime, lease_until: datetime, owner: str
+    ) -> ReplayJob | None:
+        row = await self.pool.fetchrow(CLAIM_REPLAY, now, lease_until, owner)
+        return None if row is None else _replay(row)
+
+    async def advance_replay(
+        self, replay_id: str, *, owner: str, chunk: int, now: datetime, lease_until: datetime
+    ) -> ReplayJob | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            app, job = await _lock_replay(conn, replay_id)
+            if job["state"] != ReplayState.RUNNING or job["lease_owner"] != owner:
+                return None
+            selection, args = _replay_selection(
+                ReplayKind(job["kind"]), job["range_from"], job["range_to"]
+            )
+            taken = [
+                row[0] for row in await conn.fetch(selection, app.id, job["cursor"], chunk, *args)
+            ]
+            await _insert_deliveries(conn, app, taken, now, replay_id)
+            done = len(taken) < chunk
+            row = await conn.fetchrow(
+                ADVANCE_REPLAY,
+                replay_id,
+                taken[-1] if taken else job["cursor"],
+                len(taken),
+                now,
+                (ReplayState.DONE if done else ReplayState.RUNNING).value,
+                now if done else None,
+                None if done else lease_until,
+                None if done else owner,
+            )
+        return _replay(_found(row))
 
     # Dispatching
 
@@ -360,6 +718,162 @@ class PostgresStore(Store):
         return value
 
 
+# Queries shared by several methods
+
+
+async def _fetch_app(
+    conn: _Executor, app_id: str, account_id: str | None = None, *, lock: _AppLock = ""
+) -> App:
+    """The app (in that account, if one is given), locked as asked; ``AppNotFound`` else."""
+    row = await conn.fetchrow(SELECT_APP + lock, app_id, account_id)
+    if row is None:
+        raise AppNotFound()
+    return _app(row)
+
+
+async def _insert_deliveries(
+    conn: _Conn,
+    app: App,
+    record_ids: Sequence[int],
+    now: datetime,
+    replay_id: str | None = None,
+) -> list[int]:
+    """A delivery of each record due now, held if the app is not pushing; their ids."""
+    if not record_ids:
+        return []
+    state = DeliveryState.PENDING if app.pushing else DeliveryState.HELD
+    rows = await conn.fetch(INSERT_DELIVERIES, record_ids, app.id, state.value, now, replay_id)
+    return [row[0] for row in rows]
+
+
+async def _deliveries(
+    conn: _Conn, app_id: str, filters: Mapping[str, object], limit: int | None = None
+) -> list[Delivery]:
+    """The app's deliveries, newest first, with their attempts.
+
+    ``filters``: a condition for each value (``{}`` where the value goes), the ``None``
+    ones skipped."""
+    given = [(condition, value) for condition, value in filters.items() if value is not None]
+    sql = LIST_DELIVERIES.format(
+        filters="".join(
+            f" AND {condition.format(f'${number}')}"
+            for number, (condition, _) in enumerate(given, start=3)
+        )
+    )
+    rows = await conn.fetch(sql, app_id, limit, *(value for _, value in given))
+    attempts = await _attempts(conn, [row["id"] for row in rows])
+    return [_delivery(row, attempts.get(row["id"], ())) for row in rows]
+
+
+async def _attempts(conn: _Conn, delivery_ids: list[int]) -> dict[int, tuple[Attempt, ...]]:
+    """The attempts of these deliveries, by delivery, in order (one query for all)."""
+    found: dict[int, list[Attempt]] = {}
+    if delivery_ids:
+        for row in await conn.fetch(ATTEMPTS_OF, delivery_ids):
+            found.setdefault(row["delivery_id"], []).append(_attempt(row))
+    return {delivery_id: tuple(attempts) for delivery_id, attempts in found.items()}
+
+
+def _replay_selection(
+    kind: ReplayKind, range_from: datetime | None, range_to: datetime | None
+) -> tuple[str, tuple[datetime | None, ...]]:
+    """The query of the records a replay covers, and its arguments after $1, $2 and $3."""
+    if kind is ReplayKind.RANGE:
+        return REPLAY_RANGE, (range_from, range_to)
+    return REPLAY_FAILED, (range_from,)
+
+
+async def _lock_replay(conn: _Conn, replay_id: str) -> tuple[App, asyncpg.Record]:
+    """The replay's app (``FOR KEY SHARE``) then the replay (``FOR UPDATE``), in the order
+    ``delete_app`` locks them; ``ReplayNotFound`` if either is gone."""
+    app_id = await conn.fetchval("SELECT app_id FROM replays WHERE id = $1", replay_id)
+    if app_id is None:
+        raise ReplayNotFound()
+    try:
+        app = await _fetch_app(conn, app_id, lock="FOR KEY SHARE")
+    except AppNotFound:
+        raise ReplayNotFound() from None
+    job = await conn.fetchrow(LOCK_REPLAY, replay_id)
+    if job is None:
+        raise ReplayNotFound()
+    return app, job
+
+
+# Rows to objects
+
+
+def _found(row: asyncpg.Record | None) -> asyncpg.Record:
+    """The row a statement that always returns one returned."""
+    if row is None:
+        raise StoreError("the database returned no row")
+    return row
+
+
+def _given(value: T | _Unset, current: T) -> T:
+    return current if isinstance(value, _Unset) else value
+
+
+def _account(row: asyncpg.Record) -> Account:
+    return Account(id=row["id"], name=row["name"], created_at=row["created_at"])
+
+
+def _key(row: asyncpg.Record) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        account_id=row["account_id"],
+        name=row["name"],
+        scope=KeyScope(row["scope"]),
+        prefix=row["prefix"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _app(row: asyncpg.Record) -> App:
+    return App(
+        id=row["id"],
+        account_id=row["account_id"],
+        name=row["name"],
+        push_url=row["push_url"],
+        paused=row["paused"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _replay(row: asyncpg.Record) -> ReplayJob:
+    return ReplayJob(
+        id=row["id"],
+        app_id=row["app_id"],
+        kind=ReplayKind(row["kind"]),
+        range_from=row["range_from"],
+        range_to=row["range_to"],
+        state=ReplayState(row["state"]),
+        total=row["total"],
+        enqueued=row["enqueued"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _delivery(row: asyncpg.Record, attempts: tuple[Attempt, ...]) -> Delivery:
+    state = DeliveryState(row["state"])
+    return Delivery(
+        id=row["id"],
+        app_id=row["app_id"],
+        call_session_id=row["call_session_id"],
+        record_id=row["record_id"],
+        replay_id=row["replay_id"],
+        state=state,
+        attempts=row["attempts"],
+        next_attempt_at=None if state is DeliveryState.HELD else row["next_attempt_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        attempt_log=attempts,
+    )
+
+
 def _attempt(row: asyncpg.Record) -> Attempt:
     kind = row["error_kind"]
     return Attempt(
@@ -371,3 +885,11 @@ def _attempt(row: asyncpg.Record) -> Attempt:
         error=row["error"],
         response_excerpt=row["response_excerpt"],
     )
+
+
+def _counts(rows: Iterable[asyncpg.Record]) -> dict[DeliveryState, int]:
+    """Every state's count (zero when absent) from ``state, count`` rows."""
+    counts = dict.fromkeys(DeliveryState, 0)
+    for state, count in rows:
+        counts[DeliveryState(state)] = count
+    return counts

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,8 +17,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from ccpush.errors import AppNotFound, MigrationError
+from ccpush.errors import (
+    AccountNotFound,
+    AppNotFound,
+    KeyNotFound,
+    MigrationError,
+    RecordNotFound,
+    ReplayNotFound,
+    ReplayTooLarge,
+)
 from ccpush.models import (
+    Account,
+    ApiKey,
     App,
     Attempt,
     Claimed,
@@ -27,15 +37,24 @@ from ccpush.models import (
     DeliveryState,
     ErrorKind,
     IngestResult,
+    KeyScope,
     NewRecord,
+    ReplayJob,
+    ReplayKind,
+    ReplayState,
+    StoredRecord,
 )
 from ccpush.store.base import (
+    DEFAULT_ACCOUNT,
     UNSET,
+    DeliveryFilter,
+    RecordFilter,
     Store,
     _Unset,
     ingest_results,
     load_migrations,
     new_app_id,
+    new_id,
     unique_by_session,
 )
 
@@ -54,12 +73,31 @@ def _dt_req(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-# A delivery due again while its app has no push address waits as held instead.
+# A delivery due again while its app is not pushing (no address, or paused) is held.
 _NEXT_STATE = (
-    "CASE WHEN :state = 'pending' AND"
-    " (SELECT push_url FROM apps WHERE apps.id = deliveries.app_id) IS NULL"
-    " THEN 'held' ELSE :state END"
+    "CASE WHEN :state = 'pending' AND (SELECT push_url IS NULL OR paused FROM apps"
+    " WHERE apps.id = deliveries.app_id) THEN 'held' ELSE :state END"
 )
+
+_APP_COLUMNS = "id, account_id, name, push_url, paused, created_at, updated_at"
+_KEY_COLUMNS = "id, account_id, name, scope, prefix, created_at, revoked_at"
+_REPLAY_COLUMNS = (
+    "id, app_id, kind, range_from, range_to, state, total, enqueued, created_at, updated_at,"
+    " finished_at"
+)
+_DELIVERY_COLUMNS = (
+    "d.id, d.app_id, r.call_session_id, d.record_id, d.replay_id, d.state, d.attempts,"
+    " d.next_attempt_at, d.created_at, d.updated_at"
+)
+# The records a replay covers: its range, or those whose latest delivery failed since then.
+_REPLAY_SELECTION = {
+    ReplayKind.RANGE: "r.app_id = :app AND r.call_start >= :from AND r.call_start < :to",
+    ReplayKind.FAILED: (
+        "r.app_id = :app AND EXISTS (SELECT 1 FROM deliveries d WHERE d.record_id = r.id"
+        " AND d.state = 'failed' AND d.updated_at >= :from"
+        " AND d.id = (SELECT max(id) FROM deliveries WHERE record_id = r.id))"
+    ),
+}
 
 
 class SqliteStore(Store):
@@ -115,6 +153,7 @@ class SqliteStore(Store):
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.row_factory = sqlite3.Row
         self._conn = conn
 
     async def close(self) -> None:
@@ -157,84 +196,235 @@ class SqliteStore(Store):
                 applied.append(f"{migration.version:04d}_{migration.name}")
         return applied
 
-    # Voice applications
+    # Accounts and keys
 
-    async def create_app(self, *, name: str, push_url: str | None, now: datetime) -> App:
-        app_id = new_app_id()
-        await self._run(self._create_app, app_id, name, push_url, _ts(now))
-        return App(id=app_id, name=name, push_url=push_url, created_at=now, updated_at=now)
+    async def create_account(self, *, name: str, now: datetime) -> Account:
+        account = Account(id=new_id("acc"), name=name, created_at=now)
+        await self._run(
+            self._write_one, "INSERT INTO accounts VALUES (?, ?, ?)", (account.id, name, _ts(now))
+        )
+        return account
 
-    def _create_app(self, app_id: str, name: str, push_url: str | None, now: float) -> None:
+    def _write_one(self, sql: str, params: Sequence[Any]) -> int:
         with self._write() as db:
-            db.execute(
-                "INSERT INTO apps (id, name, push_url, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (app_id, name, push_url, now, now),
-            )
+            return db.execute(sql, params).rowcount
 
-    async def get_app(self, app_id: str) -> App:
-        return await self._run(self._get_app, app_id)
+    async def get_account(self, account_id: str) -> Account:
+        return await self._run(self._get_account, account_id)
 
-    def _get_app(self, app_id: str) -> App:
+    def _get_account(self, account_id: str) -> Account:
         row = self._db.execute(
-            "SELECT id, name, push_url, created_at, updated_at FROM apps WHERE id = ?", (app_id,)
+            "SELECT id, name, created_at FROM accounts WHERE id = ?", (account_id,)
         ).fetchone()
         if row is None:
-            raise AppNotFound()
-        return App(
-            id=row[0],
-            name=row[1],
-            push_url=row[2],
-            created_at=_dt_req(row[3]),
-            updated_at=_dt_req(row[4]),
+            raise AccountNotFound()
+        return _account(row)
+
+    async def list_accounts(self) -> list[Account]:
+        rows = await self._read("SELECT id, name, created_at FROM accounts ORDER BY created_at, id")
+        return [_account(row) for row in rows]
+
+    async def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        return await self._run(lambda: self._db.execute(sql, params).fetchall())
+
+    async def create_key(
+        self,
+        *,
+        account_id: str | None,
+        name: str,
+        scope: KeyScope,
+        secret_hash: str,
+        prefix: str,
+        now: datetime,
+    ) -> ApiKey:
+        key = ApiKey(
+            id=new_id("key"),
+            account_id=account_id,
+            name=name,
+            scope=scope,
+            prefix=prefix,
+            created_at=now,
+            revoked_at=None,
         )
+        await self._run(self._create_key, key, secret_hash)
+        return key
+
+    def _create_key(self, key: ApiKey, secret_hash: str) -> None:
+        with self._write() as db:
+            if key.account_id is not None:
+                self._get_account(key.account_id)
+            db.execute(
+                "INSERT INTO api_keys (id, account_id, name, scope, secret_hash, prefix,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key.id,
+                    key.account_id,
+                    key.name,
+                    key.scope,
+                    secret_hash,
+                    key.prefix,
+                    _ts(key.created_at),
+                ),
+            )
+
+    async def list_keys(self, account_id: str | None) -> list[ApiKey]:
+        rows = await self._read(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE account_id IS ? ORDER BY created_at, id",
+            (account_id,),
+        )
+        return [_key(row) for row in rows]
+
+    async def revoke_key(self, account_id: str | None, key_id: str, *, now: datetime) -> ApiKey:
+        return await self._run(self._revoke_key, account_id, key_id, _ts(now))
+
+    def _revoke_key(self, account_id: str | None, key_id: str, now: float) -> ApiKey:
+        with self._write() as db:
+            row = db.execute(
+                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?)"
+                f" WHERE id = ? AND account_id IS ? RETURNING {_KEY_COLUMNS}",
+                (now, key_id, account_id),
+            ).fetchone()
+        if row is None:
+            raise KeyNotFound()
+        return _key(row)
+
+    async def key_by_hash(self, secret_hash: str) -> ApiKey | None:
+        rows = await self._read(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL",
+            (secret_hash,),
+        )
+        return _key(rows[0]) if rows else None
+
+    # Voice applications
+
+    async def create_app(
+        self,
+        *,
+        name: str,
+        push_url: str | None,
+        now: datetime,
+        account_id: str = DEFAULT_ACCOUNT,
+    ) -> App:
+        app = App(
+            id=new_app_id(),
+            account_id=account_id,
+            name=name,
+            push_url=push_url,
+            paused=False,
+            created_at=now,
+            updated_at=now,
+        )
+        await self._run(self._create_app, app)
+        return app
+
+    def _create_app(self, app: App) -> None:
+        with self._write() as db:
+            self._get_account(app.account_id)
+            db.execute(
+                f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?, ?)",
+                (
+                    app.id,
+                    app.account_id,
+                    app.name,
+                    app.push_url,
+                    _ts(app.created_at),
+                    _ts(app.updated_at),
+                ),
+            )
+
+    async def get_app(self, app_id: str, account_id: str | None = None) -> App:
+        return await self._run(self._get_app, app_id, account_id)
+
+    def _get_app(self, app_id: str, account_id: str | None = None) -> App:
+        row = self._db.execute(
+            f"SELECT {_APP_COLUMNS} FROM apps WHERE id = ?", (app_id,)
+        ).fetchone()
+        if row is None or (account_id is not None and row["account_id"] != account_id):
+            raise AppNotFound()
+        return _app(row)
+
+    async def list_apps(self, account_id: str | None = None) -> list[App]:
+        rows = await self._read(
+            f"SELECT {_APP_COLUMNS} FROM apps WHERE ?1 IS NULL OR account_id = ?1"
+            " ORDER BY created_at, id",
+            (account_id,),
+        )
+        return [_app(row) for row in rows]
 
     async def update_app(
         self,
         app_id: str,
         *,
         now: datetime,
+        account_id: str | None = None,
         name: str | _Unset = UNSET,
         push_url: str | _Unset | None = UNSET,
+        paused: bool | _Unset = UNSET,
     ) -> App:
-        return await self._run(self._update_app, app_id, _ts(now), name, push_url)
+        changes = {
+            column: value
+            for column, value in (("name", name), ("push_url", push_url), ("paused", paused))
+            if not isinstance(value, _Unset)
+        }
+        return await self._run(self._update_app, app_id, account_id, changes, _ts(now))
 
     def _update_app(
-        self, app_id: str, now: float, name: str | _Unset, push_url: str | _Unset | None
+        self, app_id: str, account_id: str | None, changes: dict[str, Any], now: float
     ) -> App:
         with self._write() as db:
-            before = self._get_app(app_id)
-            if not isinstance(name, _Unset):
-                db.execute("UPDATE apps SET name = ? WHERE id = ?", (name, app_id))
-            if not isinstance(push_url, _Unset):
-                db.execute("UPDATE apps SET push_url = ? WHERE id = ?", (push_url, app_id))
-                if push_url is None and before.push_url is not None:
-                    db.execute(
-                        "UPDATE deliveries SET state = 'held', updated_at = ?"
-                        " WHERE app_id = ? AND state = 'pending'",
-                        (now, app_id),
-                    )
-                elif push_url is not None and before.push_url is None:
-                    db.execute(
-                        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?,"
-                        " updated_at = ? WHERE app_id = ? AND state = 'held'",
-                        (now, now, app_id),
-                    )
+            before = self._get_app(app_id, account_id)
+            for column, value in changes.items():
+                db.execute(f"UPDATE apps SET {column} = ? WHERE id = ?", (value, app_id))
             db.execute("UPDATE apps SET updated_at = ? WHERE id = ?", (now, app_id))
-            return self._get_app(app_id)
+            after = self._get_app(app_id)
+            if before.pushing and not after.pushing:
+                db.execute(
+                    "UPDATE deliveries SET state = 'held', updated_at = ?"
+                    " WHERE app_id = ? AND state = 'pending'",
+                    (now, app_id),
+                )
+            elif after.pushing and not before.pushing:
+                db.execute(
+                    "UPDATE deliveries SET state = 'pending', next_attempt_at = ?,"
+                    " updated_at = ? WHERE app_id = ? AND state = 'held'",
+                    (now, now, app_id),
+                )
+            return after
+
+    async def delete_app(self, app_id: str, account_id: str | None = None) -> None:
+        await self._run(self._delete_app, app_id, account_id)
+
+    def _delete_app(self, app_id: str, account_id: str | None) -> None:
+        with self._write() as db:
+            self._get_app(app_id, account_id)
+            db.execute(
+                "DELETE FROM attempts WHERE delivery_id IN"
+                " (SELECT id FROM deliveries WHERE app_id = ?)",
+                (app_id,),
+            )
+            for table in ("deliveries", "replays", "call_records", "apps"):
+                column = "id" if table == "apps" else "app_id"
+                db.execute(f"DELETE FROM {table} WHERE {column} = ?", (app_id,))
 
     # Records
 
     async def ingest(
-        self, app_id: str, records: Sequence[NewRecord], *, now: datetime
+        self,
+        app_id: str,
+        records: Sequence[NewRecord],
+        *,
+        now: datetime,
+        account_id: str | None = None,
     ) -> list[IngestResult]:
-        return await self._run(self._ingest, app_id, records, _ts(now))
+        return await self._run(self._ingest, app_id, account_id, records, _ts(now))
 
-    def _ingest(self, app_id: str, records: Sequence[NewRecord], now: float) -> list[IngestResult]:
+    def _ingest(
+        self, app_id: str, account_id: str | None, records: Sequence[NewRecord], now: float
+    ) -> list[IngestResult]:
         accepted: set[str] = set()
         with self._write() as db:
-            app = self._get_app(app_id)
-            state = DeliveryState.PENDING if app.push_url else DeliveryState.HELD
+            app = self._get_app(app_id, account_id)
+            state = DeliveryState.PENDING if app.pushing else DeliveryState.HELD
             for record in unique_by_session(records):
                 row = db.execute(
                     "INSERT INTO call_records"
@@ -245,74 +435,260 @@ class SqliteStore(Store):
                 ).fetchone()
                 if row is None:
                     continue
-                db.execute(
-                    "INSERT INTO deliveries"
-                    " (record_id, app_id, state, next_attempt_at, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (row[0], app_id, state, now, now, now),
-                )
+                self._new_delivery(row[0], app_id, state, now)
                 accepted.add(record.call_session_id)
         return ingest_results(records, accepted)
 
-    async def deliveries_of(self, app_id: str, call_session_id: str) -> list[Delivery]:
-        return await self._run(self._deliveries_of, app_id, call_session_id)
+    def _new_delivery(
+        self,
+        record_id: int,
+        app_id: str,
+        state: DeliveryState,
+        now: float,
+        replay_id: str | None = None,
+    ) -> int:
+        row = self._db.execute(
+            "INSERT INTO deliveries (record_id, app_id, state, next_attempt_at, created_at,"
+            " updated_at, replay_id) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (record_id, app_id, state, now, now, now, replay_id),
+        ).fetchone()
+        return int(row[0])
 
-    def _deliveries_of(self, app_id: str, call_session_id: str) -> list[Delivery]:
-        rows = self._db.execute(
-            "SELECT d.id, d.state, d.attempts, d.next_attempt_at, d.created_at, d.updated_at"
-            " FROM deliveries d JOIN call_records r ON r.id = d.record_id"
-            " WHERE r.app_id = ? AND r.call_session_id = ? ORDER BY d.id DESC",
-            (app_id, call_session_id),
-        ).fetchall()
+    async def list_records(self, app_id: str, query: RecordFilter) -> list[StoredRecord]:
+        where, params = ["app_id = :app"], {"app": app_id, "limit": query.limit}
+        if query.since is not None:
+            where.append("call_start >= :since")
+            params["since"] = _ts(query.since)
+        if query.until is not None:
+            where.append("call_start < :until")
+            params["until"] = _ts(query.until)
+        if query.after is not None:
+            where.append("(call_start, id) > (:after_start, :after_id)")
+            params["after_start"], params["after_id"] = _ts(query.after[0]), query.after[1]
+        rows = await self._read(
+            "SELECT id, call_session_id, call_start, body FROM call_records"
+            f" WHERE {' AND '.join(where)} ORDER BY call_start, id LIMIT :limit",
+            params,
+        )
         return [
-            Delivery(
-                id=row[0],
-                app_id=app_id,
-                call_session_id=call_session_id,
-                state=DeliveryState(row[1]),
-                attempts=row[2],
-                next_attempt_at=_dt(row[3]) if row[1] != DeliveryState.HELD else None,
-                created_at=_dt_req(row[4]),
-                updated_at=_dt_req(row[5]),
-                attempt_log=self._attempts(row[0]),
+            StoredRecord(
+                id=row["id"],
+                call_session_id=row["call_session_id"],
+                call_start=_dt_req(row["call_start"]),
+                body=bytes(row["body"]),
             )
             for row in rows
         ]
 
-    def _attempts(self, delivery_id: int) -> tuple[Attempt, ...]:
-        rows = self._db.execute(
-            "SELECT number, started_at, duration_ms, status_code, error_kind, error,"
-            " response_excerpt FROM attempts WHERE delivery_id = ? ORDER BY number, id",
-            (delivery_id,),
-        ).fetchall()
-        return tuple(
-            Attempt(
-                number=row[0],
-                started_at=_dt_req(row[1]),
-                duration_ms=row[2],
-                status_code=row[3],
-                error_kind=ErrorKind(row[4]) if row[4] else None,
-                error=row[5],
-                response_excerpt=row[6],
-            )
-            for row in rows
+    async def deliveries_of(self, app_id: str, call_session_id: str) -> list[Delivery]:
+        return await self.list_deliveries(
+            app_id, DeliveryFilter(call_session_id=call_session_id, limit=1_000_000)
         )
 
-    async def count_by_state(self, app_id: str | None = None) -> dict[DeliveryState, int]:
-        return await self._run(self._count_by_state, app_id)
+    async def list_deliveries(self, app_id: str, query: DeliveryFilter) -> list[Delivery]:
+        return await self._run(self._list_deliveries, app_id, query)
 
-    def _count_by_state(self, app_id: str | None) -> dict[DeliveryState, int]:
-        counts = dict.fromkeys(DeliveryState, 0)
-        if app_id is None:
-            rows = self._db.execute("SELECT state, count(*) FROM deliveries GROUP BY state")
-        else:
+    def _list_deliveries(self, app_id: str, query: DeliveryFilter) -> list[Delivery]:
+        where, params = ["d.app_id = :app"], {"app": app_id, "limit": query.limit}
+        if query.states:
+            names = sorted(query.states)
+            where.append(f"d.state IN ({', '.join(f':s{i}' for i in range(len(names)))})")
+            params.update({f"s{i}": name for i, name in enumerate(names)})
+        for column, op, value in (
+            ("d.created_at", ">=", query.since),
+            ("d.created_at", "<", query.until),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} :p{len(params)}")
+                params[f"p{len(params)}"] = _ts(value)
+        if query.call_session_id is not None:
+            where.append("r.call_session_id = :sid")
+            params["sid"] = query.call_session_id
+        if query.before_id is not None:
+            where.append("d.id < :before")
+            params["before"] = query.before_id
+        rows = self._db.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d"
+            " JOIN call_records r ON r.id = d.record_id"
+            f" WHERE {' AND '.join(where)} ORDER BY d.id DESC LIMIT :limit",
+            params,
+        ).fetchall()
+        attempts = self._attempts([row["id"] for row in rows])
+        return [_delivery(row, attempts.get(row["id"], ())) for row in rows]
+
+    def _attempts(self, delivery_ids: list[int]) -> dict[int, tuple[Attempt, ...]]:
+        found: dict[int, list[Attempt]] = {}
+        for start in range(0, len(delivery_ids), 500):
+            ids = delivery_ids[start : start + 500]
             rows = self._db.execute(
-                "SELECT state, count(*) FROM deliveries WHERE app_id = ? GROUP BY state",
-                (app_id,),
+                "SELECT delivery_id, number, started_at, duration_ms, status_code, error_kind,"
+                " error, response_excerpt FROM attempts"
+                f" WHERE delivery_id IN ({','.join('?' * len(ids))}) ORDER BY number, id",
+                ids,
             )
-        for state, count in rows:
-            counts[DeliveryState(state)] = count
-        return counts
+            for row in rows:
+                found.setdefault(row["delivery_id"], []).append(_attempt(row))
+        return {delivery_id: tuple(items) for delivery_id, items in found.items()}
+
+    async def resend(self, app_id: str, call_session_id: str, *, now: datetime) -> Delivery:
+        return await self._run(self._resend, app_id, call_session_id, _ts(now))
+
+    def _resend(self, app_id: str, call_session_id: str, now: float) -> Delivery:
+        with self._write() as db:
+            app = self._get_app(app_id)
+            row = db.execute(
+                "SELECT id FROM call_records WHERE app_id = ? AND call_session_id = ?",
+                (app_id, call_session_id),
+            ).fetchone()
+            if row is None:
+                raise RecordNotFound()
+            state = DeliveryState.PENDING if app.pushing else DeliveryState.HELD
+            delivery_id = self._new_delivery(row[0], app_id, state, now)
+        return self._list_deliveries(app_id, DeliveryFilter(before_id=delivery_id + 1, limit=1))[0]
+
+    async def count_by_state(self, app_id: str | None = None) -> dict[DeliveryState, int]:
+        rows = await self._read(
+            "SELECT state, count(*) FROM deliveries WHERE ?1 IS NULL OR app_id = ?1 GROUP BY state",
+            (app_id,),
+        )
+        return _counts(rows)
+
+    # Replays
+
+    async def create_replay(
+        self,
+        app_id: str,
+        *,
+        kind: ReplayKind,
+        range_from: datetime | None,
+        range_to: datetime | None,
+        cap: int,
+        now: datetime,
+    ) -> tuple[ReplayJob, bool]:
+        params = {
+            "app": app_id,
+            "kind": kind,
+            "from": _ts(range_from) if range_from else None,
+            "to": _ts(range_to) if range_to else None,
+            "now": _ts(now),
+        }
+        return await self._run(self._create_replay, params, cap)
+
+    def _create_replay(self, params: dict[str, Any], cap: int) -> tuple[ReplayJob, bool]:
+        with self._write() as db:
+            self._get_app(params["app"])
+            same = db.execute(
+                f"SELECT {_REPLAY_COLUMNS} FROM replays WHERE app_id = :app AND kind = :kind"
+                " AND range_from IS :from AND range_to IS :to AND state != 'done'",
+                params,
+            ).fetchone()
+            if same is not None:
+                return _replay(same), False
+            selection = _REPLAY_SELECTION[ReplayKind(params["kind"])]
+            total = db.execute(
+                f"SELECT count(*) FROM call_records r WHERE {selection}", params
+            ).fetchone()[0]
+            if total > cap:
+                raise ReplayTooLarge(
+                    f"the replay covers {total} records, more than the {cap} one replay may;"
+                    " narrow the range"
+                )
+            row = db.execute(
+                f"INSERT INTO replays (id, app_id, kind, range_from, range_to, state, total,"
+                " created_at, updated_at) VALUES (:id, :app, :kind, :from, :to, 'queued',"
+                f" :total, :now, :now) RETURNING {_REPLAY_COLUMNS}",
+                {**params, "id": new_id("rpl"), "total": total},
+            ).fetchone()
+        return _replay(row), True
+
+    async def get_replay(self, app_id: str, replay_id: str) -> ReplayJob:
+        rows = await self._read(
+            f"SELECT {_REPLAY_COLUMNS} FROM replays WHERE id = ? AND app_id = ?",
+            (replay_id, app_id),
+        )
+        if not rows:
+            raise ReplayNotFound()
+        return _replay(rows[0])
+
+    async def replay_progress(self, replay_id: str) -> dict[DeliveryState, int]:
+        rows = await self._read(
+            "SELECT state, count(*) FROM deliveries WHERE replay_id = ? GROUP BY state",
+            (replay_id,),
+        )
+        return _counts(rows)
+
+    async def claim_replay(
+        self, *, now: datetime, lease_until: datetime, owner: str
+    ) -> ReplayJob | None:
+        return await self._run(self._claim_replay, _ts(now), _ts(lease_until), owner)
+
+    def _claim_replay(self, now: float, lease_until: float, owner: str) -> ReplayJob | None:
+        with self._write() as db:
+            row = db.execute(
+                "UPDATE replays SET state = 'running', lease_until = :lease, lease_owner = :owner,"
+                " updated_at = :now WHERE id = (SELECT id FROM replays"
+                "   WHERE state = 'queued' OR (state = 'running' AND lease_until <= :now)"
+                f"   ORDER BY created_at LIMIT 1) RETURNING {_REPLAY_COLUMNS}",
+                {"lease": lease_until, "owner": owner, "now": now},
+            ).fetchone()
+        return None if row is None else _replay(row)
+
+    async def advance_replay(
+        self, replay_id: str, *, owner: str, chunk: int, now: datetime, lease_until: datetime
+    ) -> ReplayJob | None:
+        return await self._run(
+            self._advance_replay, replay_id, owner, chunk, _ts(now), _ts(lease_until)
+        )
+
+    def _advance_replay(
+        self, replay_id: str, owner: str, chunk: int, now: float, lease_until: float
+    ) -> ReplayJob | None:
+        with self._write() as db:
+            job = db.execute(
+                f"SELECT {_REPLAY_COLUMNS}, cursor, lease_owner FROM replays WHERE id = ?",
+                (replay_id,),
+            ).fetchone()
+            if job is None:
+                raise ReplayNotFound()
+            if job["state"] != ReplayState.RUNNING or job["lease_owner"] != owner:
+                return None
+            app = self._get_app(job["app_id"])
+            params = {
+                "app": app.id,
+                "from": job["range_from"],
+                "to": job["range_to"],
+                "cursor": job["cursor"],
+                "chunk": chunk,
+            }
+            ids = [
+                row[0]
+                for row in db.execute(
+                    f"SELECT r.id FROM call_records r WHERE {_REPLAY_SELECTION[job['kind']]}"
+                    " AND r.id > :cursor ORDER BY r.id LIMIT :chunk",
+                    params,
+                )
+            ]
+            state = DeliveryState.PENDING if app.pushing else DeliveryState.HELD
+            for record_id in ids:
+                self._new_delivery(record_id, app.id, state, now, replay_id)
+            done = len(ids) < chunk
+            row = db.execute(
+                "UPDATE replays SET cursor = :cursor, enqueued = enqueued + :count,"
+                " updated_at = :now, state = :state, finished_at = :finished,"
+                " lease_until = :lease, lease_owner = :owner"
+                f" WHERE id = :id RETURNING {_REPLAY_COLUMNS}",
+                {
+                    "cursor": ids[-1] if ids else job["cursor"],
+                    "count": len(ids),
+                    "now": now,
+                    "state": ReplayState.DONE if done else ReplayState.RUNNING,
+                    "finished": now if done else None,
+                    "lease": None if done else lease_until,
+                    "owner": None if done else owner,
+                    "id": replay_id,
+                },
+            ).fetchone()
+        return _replay(row)
 
     # Dispatching
 
@@ -424,3 +800,83 @@ def _attempt_row(done: Completion) -> tuple[Any, ...]:
         outcome.error,
         outcome.response_excerpt,
     )
+
+
+def _app(row: sqlite3.Row) -> App:
+    return App(
+        id=row["id"],
+        account_id=row["account_id"],
+        name=row["name"],
+        push_url=row["push_url"],
+        paused=bool(row["paused"]),
+        created_at=_dt_req(row["created_at"]),
+        updated_at=_dt_req(row["updated_at"]),
+    )
+
+
+def _account(row: sqlite3.Row) -> Account:
+    return Account(id=row["id"], name=row["name"], created_at=_dt_req(row["created_at"]))
+
+
+def _key(row: sqlite3.Row) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        account_id=row["account_id"],
+        name=row["name"],
+        scope=KeyScope(row["scope"]),
+        prefix=row["prefix"],
+        created_at=_dt_req(row["created_at"]),
+        revoked_at=_dt(row["revoked_at"]),
+    )
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    return Attempt(
+        number=row["number"],
+        started_at=_dt_req(row["started_at"]),
+        duration_ms=row["duration_ms"],
+        status_code=row["status_code"],
+        error_kind=ErrorKind(row["error_kind"]) if row["error_kind"] else None,
+        error=row["error"],
+        response_excerpt=row["response_excerpt"],
+    )
+
+
+def _delivery(row: sqlite3.Row, attempts: tuple[Attempt, ...]) -> Delivery:
+    state = DeliveryState(row["state"])
+    return Delivery(
+        id=row["id"],
+        app_id=row["app_id"],
+        call_session_id=row["call_session_id"],
+        record_id=row["record_id"],
+        replay_id=row["replay_id"],
+        state=state,
+        attempts=row["attempts"],
+        next_attempt_at=None if state is DeliveryState.HELD else _dt(row["next_attempt_at"]),
+        created_at=_dt_req(row["created_at"]),
+        updated_at=_dt_req(row["updated_at"]),
+        attempt_log=attempts,
+    )
+
+
+def _replay(row: sqlite3.Row) -> ReplayJob:
+    return ReplayJob(
+        id=row["id"],
+        app_id=row["app_id"],
+        kind=ReplayKind(row["kind"]),
+        range_from=_dt(row["range_from"]),
+        range_to=_dt(row["range_to"]),
+        state=ReplayState(row["state"]),
+        total=row["total"],
+        enqueued=row["enqueued"],
+        created_at=_dt_req(row["created_at"]),
+        updated_at=_dt_req(row["updated_at"]),
+        finished_at=_dt(row["finished_at"]),
+    )
+
+
+def _counts(rows: Iterable[Sequence[Any]]) -> dict[DeliveryState, int]:
+    counts = dict.fromkeys(DeliveryState, 0)
+    for state, count in rows:
+        counts[DeliveryState(state)] = count
+    return counts

@@ -1,0 +1,138 @@
+"""Voice Application Management: apps and their cc-http push address."""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Response, status
+
+from ccpush.api.auth import Manager
+from ccpush.api.deps import ServiceDep
+from ccpush.api.errors import ApiError
+from ccpush.api.schemas import AppCreate, AppOut, AppPatch, TestPushOut
+from ccpush.record import CallRecord
+from ccpush.service import Service
+from ccpush.store.base import DEFAULT_ACCOUNT, UNSET
+
+router = APIRouter(prefix="/v1", tags=["apps"])
+
+
+@router.get("/apps")
+async def list_apps(caller: Manager, service: ServiceDep) -> list[AppOut]:
+    """The caller's apps (the operator: every app)."""
+    return [AppOut.of(app) for app in await service.store.list_apps(caller.account_id)]
+
+
+@router.post("/apps", status_code=status.HTTP_201_CREATED)
+async def create_app(body: AppCreate, caller: Manager, service: ServiceDep) -> AppOut:
+    """Create a voice application, optionally with its cc-http push address."""
+    if caller.account_id is not None:
+        if body.account_id not in (None, caller.account_id):
+            raise ApiError(404, "not_found", "No account has this id.")
+        account_id = caller.account_id
+    else:
+        account_id = body.account_id or DEFAULT_ACCOUNT
+    app = await service.store.create_app(
+        name=body.name, push_url=body.push_url, now=service.clock.now(), account_id=account_id
+    )
+    return AppOut.of(app)
+
+
+@router.get("/apps/{app_id}")
+async def get_app(app_id: str, caller: Manager, service: ServiceDep) -> AppOut:
+    return AppOut.of(await service.store.get_app(app_id, caller.account_id))
+
+
+@router.patch("/apps/{app_id}")
+async def update_app(app_id: str, body: AppPatch, caller: Manager, service: ServiceDep) -> AppOut:
+    """Change the name, the push address (``null`` clears it) or ``paused``."""
+    given = body.model_fields_set
+    for field in ("name", "paused"):
+        if field in given and getattr(body, field) is None:
+            raise ApiError(422, "invalid_request", f"{field} cannot be null")
+    app = await service.store.update_app(
+        app_id,
+        now=service.clock.now(),
+        account_id=caller.account_id,
+        name=body.name if body.name is not None else UNSET,
+        push_url=body.push_url if "push_url" in given else UNSET,
+        paused=body.paused if body.paused is not None else UNSET,
+    )
+    service.dispatcher.wake()
+    return AppOut.of(app)
+
+
+@router.delete("/apps/{app_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_app(app_id: str, caller: Manager, service: ServiceDep) -> Response:
+    """Delete the app with all its records, deliveries and attempts."""
+    await service.store.delete_app(app_id, caller.account_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/apps/{app_id}/pause")
+async def pause(app_id: str, caller: Manager, service: ServiceDep) -> AppOut:
+    """Stop pushing. Records that arrive meanwhile are kept and pushed on resume."""
+    return await _set_paused(service, app_id, caller.account_id, paused=True)
+
+
+@router.post("/apps/{app_id}/resume")
+async def resume(app_id: str, caller: Manager, service: ServiceDep) -> AppOut:
+    """Push again, starting with what was held while paused."""
+    return await _set_paused(service, app_id, caller.account_id, paused=False)
+
+
+async def _set_paused(
+    service: Service, app_id: str, account_id: str | None, *, paused: bool
+) -> AppOut:
+    app = await service.store.update_app(
+        app_id, now=service.clock.now(), account_id=account_id, paused=paused
+    )
+    service.dispatcher.wake()
+    return AppOut.of(app)
+
+
+@router.post(
+    "/apps/{app_id}/test-push",
+    responses={409: {"description": "The app has no push address"}},
+)
+async def test_push(app_id: str, caller: Manager, service: ServiceDep) -> TestPushOut:
+    """Push a sample record to the app's address now, and say what happened.
+
+    The push carries the header ``ccpush-test: true``; it is not stored or counted as a record."""
+    app = await service.store.get_app(app_id, caller.account_id)
+    if app.push_url is None:
+        raise ApiError(409, "no_push_address", "the app has no push address to test")
+    record = sample_record(service)
+    outcome = await service.sender.send(
+        app.push_url, record.push_body(), service.dispatcher.test_headers()
+    )
+    return TestPushOut.of(outcome, record)
+
+
+def sample_record(service: Service) -> CallRecord:
+    """A plausible answered outgoing call, timed now in the record time zone."""
+    now = service.clock.now().astimezone(service.zone).replace(microsecond=0, tzinfo=None)
+    fmt = "%Y-%m-%d %H:%M:%S"
+    return CallRecord(
+        callId="test-" + secrets.token_hex(6),
+        callSessionId="test-" + secrets.token_hex(8),
+        called="8613800138000",
+        caller="8613900139000",
+        ccode="86",
+        ccodeName="China",
+        agentName="Test agent",
+        agentGroupName="Test group",
+        agentAccount="test@ccpush",
+        callDuration=0,
+        callType=3,
+        hangupCode="200",
+        hangupReason=1,
+        hangingDirection=0,
+        labels=["ccpush test push"],
+        baseCost="0.0000",
+        cost="0.0000",
+        remark="This is a test push from ccpush; it is not a real call.",
+        callStartTime=now.strftime(fmt),
+        answerTime=now.strftime(fmt),
+        callEndTime=now.strftime(fmt),
+    )

@@ -1,0 +1,48 @@
+"""Signed pushes, following the Standard Webhooks specification.
+
+Every push carries ``webhook-id`` (the same on every attempt of one delivery),
+``webhook-timestamp`` (seconds since the epoch, when the attempt was made) and
+``webhook-signature``: ``v1,`` and the base64 HMAC-SHA256, keyed with the app's secret, of
+``{webhook-id}.{webhook-timestamp}.{body}``. While a secret is being rotated the header holds
+both signatures, separated by a space, so receivers can switch keys at their own pace.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from typing import Final
+
+SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+
+
+def generate_secret() -> str:
+    """A new signing secret: ``whsec_`` and 32 random bytes in base64."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One signature, ``v1,<base64>``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_header(keys: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: one signature per secret, space-separated."""
+    return " ".join(sign(secret, msg_id, timestamp, body) for secret in keys)
+
+
+def push_headers(keys: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The three Standard Webhooks headers of a push (no signature when ``keys`` is empty)."""
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(timestamp)}
+    if keys:
+        headers["webhook-signature"] = signature_header(keys, msg_id, timestamp, body)
+    return headers
