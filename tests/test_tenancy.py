@@ -92,6 +92,8 @@ def account_a_routes(w: World) -> list[tuple[str, str, Any]]:
         ("POST", f"{app}/pause", None),
         ("POST", f"{app}/resume", None),
         ("POST", f"{app}/test-push", None),
+        ("GET", f"{app}/signing-secret", None),
+        ("POST", f"{app}/signing-secret/rotate", None),
         ("POST", f"{app}/call-records", minimal_record("planted")),
         ("GET", f"{app}/call-records", None),
         ("GET", f"{app}/call-records/a1/deliveries", None),
@@ -123,6 +125,7 @@ async def snapshot(w: World) -> Any:
                 f"{app}/call-records",
                 f"/v1/accounts/{w.a}/keys",
                 f"{app}/replays/{w.replay_a}",
+                f"{app}/signing-secret",
             )
         ]
 

@@ -25,6 +25,7 @@ from ccpush.clock import Clock
 from ccpush.models import Claimed, Completion, DeliveryState, Outcome
 from ccpush.retry import RetrySchedule
 from ccpush.sender import Sender
+from ccpush.signing import push_headers
 from ccpush.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -163,16 +164,20 @@ class Dispatcher:
             log.warning("reclaimed %d deliveries whose worker lease expired", released)
 
     def headers_for(self, item: Claimed) -> dict[str, str]:
+        """The Standard Webhooks headers (``webhook-id`` the same on every attempt of a
+        delivery) and ccpush's own."""
+        timestamp = int(self.clock.now().timestamp())
         return {
-            "webhook-id": f"dlv_{item.delivery_id}",
+            **push_headers(item.signing_keys, f"dlv_{item.delivery_id}", timestamp, item.body),
             "ccpush-attempt": str(item.attempt),
             "ccpush-record-timezone": self.settings.record_timezone,
         }
 
-    def test_headers(self) -> dict[str, str]:
-        """Headers of a test push: like a real one, and marked as a test."""
+    def test_headers(self, keys: tuple[str, ...], body: bytes) -> dict[str, str]:
+        """Headers of a test push: signed like a real one, and marked as a test."""
+        timestamp = int(self.clock.now().timestamp())
         return {
-            "webhook-id": "test_" + secrets.token_hex(8),
+            **push_headers(keys, "test_" + secrets.token_hex(8), timestamp, body),
             "ccpush-attempt": "1",
             "ccpush-record-timezone": self.settings.record_timezone,
             "ccpush-test": "true",

@@ -50,6 +50,8 @@ class App:
     name: str
     push_url: str | None
     paused: bool
+    signing: bool
+    """Whether pushes carry a ``webhook-signature`` (on unless turned off for the app)."""
     created_at: datetime
     updated_at: datetime
 
@@ -87,6 +89,8 @@ class Claimed:
     attempt: int
     """The number of the attempt about to be made, 1 for the first."""
     first_attempt_at: datetime | None
+    signing_keys: tuple[str, ...] = ()
+    """The secrets to sign this push with: none if signing is off, two during a rotation."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,3 +210,22 @@ class ReplayJob:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SigningKeys:
+    """An app's signing secrets: the current one, and the one being rotated out."""
+
+    current: str | None
+    previous: str | None = None
+    previous_until: datetime | None = None
+
+    def active(self, now: datetime) -> tuple[str, ...]:
+        """The secrets a push made at ``now`` is signed with."""
+        keys: tuple[str, ...] = (self.current,) if self.current else ()
+        if self.previous and self.previous_until and now < self.previous_until:
+            keys += (self.previous,)
+        return keys
+
+    def __repr__(self) -> str:
+        return f"SigningKeys(previous_until={self.previous_until!r})"

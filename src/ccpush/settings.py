@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     concurrency: Annotated[int, Field(ge=1, le=10_000)] = 128
     per_host_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
     lease: str = "60s"
+    rotation_overlap: str = "24h"
+    """How long a rotated-out signing secret keeps signing pushes beside the new one."""
     batch_size: Annotated[int, Field(ge=1, le=5_000)] = 256
     poll_interval: Annotated[float, Field(gt=0, le=60)] = 1.0
     record_timezone: str = "+08:00"
@@ -58,7 +60,7 @@ class Settings(BaseSettings):
         RetrySchedule.parse(value)
         return value
 
-    @field_validator("lease")
+    @field_validator("lease", "rotation_overlap")
     @classmethod
     def _lease(cls, value: str) -> str:
         parse_duration(value)
@@ -99,6 +101,10 @@ class Settings(BaseSettings):
     @property
     def lease_delta(self) -> timedelta:
         return parse_duration(self.lease)
+
+    @property
+    def rotation_overlap_delta(self) -> timedelta:
+        return parse_duration(self.rotation_overlap)
 
     @property
     def target_policy(self) -> TargetPolicy:

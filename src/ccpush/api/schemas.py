@@ -23,6 +23,7 @@ from ccpush.models import (
     ReplayJob,
     ReplayKind,
     ReplayState,
+    SigningKeys,
 )
 from ccpush.record import CallRecord, Problem
 
@@ -116,6 +117,7 @@ class AppPatch(Schema):
     name: AppName | None = None
     push_url: PushUrl | None = None
     paused: bool | None = None
+    signing: bool | None = None
 
 
 class AppOut(Schema):
@@ -125,6 +127,7 @@ class AppOut(Schema):
     push_url: str | None
     paused: bool
     pushing: bool = Field(description="An address is set and pushing is not paused")
+    signing: bool = Field(description="Pushes carry a webhook-signature header")
     created_at: datetime
     updated_at: datetime
 
@@ -137,8 +140,21 @@ class AppOut(Schema):
             push_url=app.push_url,
             paused=app.paused,
             pushing=app.pushing,
+            signing=app.signing,
             created_at=app.created_at,
             updated_at=app.updated_at,
+        )
+
+
+class SigningOut(Schema):
+    secret: str | None = Field(description="whsec_...: verify pushes with it")
+    previous_secret: str | None = Field(description="Still signing pushes until previousUntil")
+    previous_until: datetime | None
+
+    @classmethod
+    def of(cls, keys: SigningKeys) -> SigningOut:
+        return cls(
+            secret=keys.current, previous_secret=keys.previous, previous_until=keys.previous_until
         )
 
 

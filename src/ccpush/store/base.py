@@ -6,7 +6,7 @@ import abc
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from typing import Final
 
@@ -23,6 +23,7 @@ from ccpush.models import (
     NewRecord,
     ReplayJob,
     ReplayKind,
+    SigningKeys,
     StoredRecord,
 )
 
@@ -197,10 +198,27 @@ class Store(abc.ABC):
         name: str | _Unset = UNSET,
         push_url: str | _Unset | None = UNSET,
         paused: bool | _Unset = UNSET,
+        signing: bool | _Unset = UNSET,
     ) -> App:
         """Change an app. When it stops pushing (address cleared, paused) its waiting
         deliveries are held; when it starts again they are released, due now. Pending
         retries go to whatever address is current when they are due."""
+
+    @abc.abstractmethod
+    async def signing_keys(self, app_id: str, account_id: str | None = None) -> SigningKeys:
+        """The app's signing secrets (made with the app)."""
+
+    @abc.abstractmethod
+    async def rotate_signing_secret(
+        self,
+        app_id: str,
+        *,
+        secret: str,
+        now: datetime,
+        overlap: timedelta,
+        account_id: str | None = None,
+    ) -> SigningKeys:
+        """Make ``secret`` the current one; the old one keeps signing until ``now + overlap``."""
 
     @abc.abstractmethod
     async def delete_app(self, app_id: str, account_id: str | None = None) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -46,8 +46,10 @@ from ccpush.models import (
     ReplayJob,
     ReplayKind,
     ReplayState,
+    SigningKeys,
     StoredRecord,
 )
+from ccpush.signing import generate_secret
 from ccpush.store.base import (
     DEFAULT_ACCOUNT,
     UNSET,
@@ -74,7 +76,7 @@ _MIGRATION_LOCK = 0x63637075  # "ccpu": one migrator at a time across all proces
 
 _ACCOUNT_COLUMNS = "id, name, created_at"
 _KEY_COLUMNS = "id, account_id, name, scope, prefix, created_at, revoked_at"
-_APP_COLUMNS = "id, account_id, name, push_url, paused, created_at, updated_at"
+_APP_COLUMNS = "id, account_id, name, push_url, paused, signing, created_at, updated_at"
 _REPLAY_COLUMNS = (
     "id, app_id, kind, range_from, range_to, state, total, enqueued, created_at, updated_at,"
     " finished_at"
@@ -109,8 +111,9 @@ RETURNING {_KEY_COLUMNS}
 # Voice applications
 
 INSERT_APP = f"""
-INSERT INTO apps (id, account_id, name, push_url, paused, created_at, updated_at)
-SELECT $1, accounts.id, $3, $4, false, $5, $5 FROM accounts WHERE accounts.id = $2
+INSERT INTO apps (id, account_id, name, push_url, paused, signing, created_at, updated_at,
+                  signing_secret)
+SELECT $1, accounts.id, $3, $4, false, true, $5, $5, $6 FROM accounts WHERE accounts.id = $2
 RETURNING {_APP_COLUMNS}
 """
 
@@ -124,8 +127,20 @@ ORDER BY created_at, id
 """
 
 UPDATE_APP = f"""
-UPDATE apps SET name = $2, push_url = $3, paused = $4, updated_at = $5 WHERE id = $1
+UPDATE apps SET name = $2, push_url = $3, paused = $4, signing = $6, updated_at = $5
+WHERE id = $1
 RETURNING {_APP_COLUMNS}
+"""
+
+SIGNING_KEYS = """
+SELECT signing_secret, previous_secret, previous_secret_until FROM apps WHERE id = $1
+"""
+
+ROTATE_KEYS = """
+UPDATE apps SET previous_secret = signing_secret, previous_secret_until = $3,
+                signing_secret = $2, updated_at = $4
+WHERE id = $1
+RETURNING signing_secret, previous_secret, previous_secret_until
 """
 
 HOLD_WAITING = """
@@ -268,7 +283,8 @@ FROM due, call_records AS r, apps AS a
 WHERE d.id = due.id AND r.id = d.record_id AND a.id = d.app_id
   AND a.push_url IS NOT NULL AND NOT a.paused
 RETURNING d.id, d.app_id, r.call_session_id, a.push_url, r.body, d.attempts,
-          d.first_attempt_at, d.next_attempt_at
+          d.first_attempt_at, d.next_attempt_at, a.signing, a.signing_secret,
+          a.previous_secret, a.previous_secret_until
 """
 
 # A delivery due again while its app is not pushing (no address, or paused) waits as held.
@@ -449,7 +465,9 @@ class PostgresStore(Store):
         now: datetime,
         account_id: str = DEFAULT_ACCOUNT,
     ) -> App:
-        row = await self.pool.fetchrow(INSERT_APP, new_app_id(), account_id, name, push_url, now)
+        row = await self.pool.fetchrow(
+            INSERT_APP, new_app_id(), account_id, name, push_url, now, generate_secret()
+        )
         if row is None:
             raise AccountNotFound()
         return _app(row)
@@ -469,6 +487,7 @@ class PostgresStore(Store):
         name: str | _Unset = UNSET,
         push_url: str | _Unset | None = UNSET,
         paused: bool | _Unset = UNSET,
+        signing: bool | _Unset = UNSET,
     ) -> App:
         async with self.pool.acquire() as conn, conn.transaction():
             before = await _fetch_app(conn, app_id, account_id, lock="FOR UPDATE")
@@ -479,6 +498,7 @@ class PostgresStore(Store):
                 _given(push_url, before.push_url),
                 _given(paused, before.paused),
                 now,
+                _given(signing, before.signing),
             )
             after = _app(_found(row))
             if before.pushing and not after.pushing:
@@ -486,6 +506,25 @@ class PostgresStore(Store):
             elif after.pushing and not before.pushing:
                 await conn.execute(RELEASE_HELD, app_id, now)
         return after
+
+    async def signing_keys(self, app_id: str, account_id: str | None = None) -> SigningKeys:
+        async with self.pool.acquire() as conn:
+            await _fetch_app(conn, app_id, account_id)
+            return _signing_keys(_found(await conn.fetchrow(SIGNING_KEYS, app_id)))
+
+    async def rotate_signing_secret(
+        self,
+        app_id: str,
+        *,
+        secret: str,
+        now: datetime,
+        overlap: timedelta,
+        account_id: str | None = None,
+    ) -> SigningKeys:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await _fetch_app(conn, app_id, account_id, lock="FOR UPDATE")
+            row = await conn.fetchrow(ROTATE_KEYS, app_id, secret, now + overlap, now)
+            return _signing_keys(_found(row))
 
     async def delete_app(self, app_id: str, account_id: str | None = None) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -668,6 +707,7 @@ class PostgresStore(Store):
                 body=row["body"],
                 attempt=row["attempts"] + 1,
                 first_attempt_at=row["first_attempt_at"],
+                signing_keys=_signing_keys(row).active(now) if row["signing"] else (),
             )
             for row in rows
         ]
@@ -836,6 +876,7 @@ def _app(row: asyncpg.Record) -> App:
         name=row["name"],
         push_url=row["push_url"],
         paused=row["paused"],
+        signing=row["signing"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -893,3 +934,11 @@ def _counts(rows: Iterable[asyncpg.Record]) -> dict[DeliveryState, int]:
     for state, count in rows:
         counts[DeliveryState(state)] = count
     return counts
+
+
+def _signing_keys(row: asyncpg.Record) -> SigningKeys:
+    return SigningKeys(
+        current=row["signing_secret"],
+        previous=row["previous_secret"],
+        previous_until=row["previous_secret_until"],
+    )

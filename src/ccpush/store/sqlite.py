@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -42,8 +42,10 @@ from ccpush.models import (
     ReplayJob,
     ReplayKind,
     ReplayState,
+    SigningKeys,
     StoredRecord,
 )
+from ccpush.signing import generate_secret
 from ccpush.store.base import (
     DEFAULT_ACCOUNT,
     UNSET,
@@ -79,7 +81,7 @@ _NEXT_STATE = (
     " WHERE apps.id = deliveries.app_id) THEN 'held' ELSE :state END"
 )
 
-_APP_COLUMNS = "id, account_id, name, push_url, paused, created_at, updated_at"
+_APP_COLUMNS = "id, account_id, name, push_url, paused, signing, created_at, updated_at"
 _KEY_COLUMNS = "id, account_id, name, scope, prefix, created_at, revoked_at"
 _REPLAY_COLUMNS = (
     "id, app_id, kind, range_from, range_to, state, total, enqueued, created_at, updated_at,"
@@ -311,17 +313,19 @@ class SqliteStore(Store):
             name=name,
             push_url=push_url,
             paused=False,
+            signing=True,
             created_at=now,
             updated_at=now,
         )
-        await self._run(self._create_app, app)
+        await self._run(self._create_app, app, generate_secret())
         return app
 
-    def _create_app(self, app: App) -> None:
+    def _create_app(self, app: App, secret: str) -> None:
         with self._write() as db:
             self._get_account(app.account_id)
             db.execute(
-                f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?, ?)",
+                f"INSERT INTO apps ({_APP_COLUMNS}, signing_secret)"
+                " VALUES (?, ?, ?, ?, 0, 1, ?, ?, ?)",
                 (
                     app.id,
                     app.account_id,
@@ -329,6 +333,7 @@ class SqliteStore(Store):
                     app.push_url,
                     _ts(app.created_at),
                     _ts(app.updated_at),
+                    secret,
                 ),
             )
 
@@ -360,12 +365,10 @@ class SqliteStore(Store):
         name: str | _Unset = UNSET,
         push_url: str | _Unset | None = UNSET,
         paused: bool | _Unset = UNSET,
+        signing: bool | _Unset = UNSET,
     ) -> App:
-        changes = {
-            column: value
-            for column, value in (("name", name), ("push_url", push_url), ("paused", paused))
-            if not isinstance(value, _Unset)
-        }
+        given = (("name", name), ("push_url", push_url), ("paused", paused), ("signing", signing))
+        changes = {column: value for column, value in given if not isinstance(value, _Unset)}
         return await self._run(self._update_app, app_id, account_id, changes, _ts(now))
 
     def _update_app(
@@ -390,6 +393,42 @@ class SqliteStore(Store):
                     (now, now, app_id),
                 )
             return after
+
+    async def signing_keys(self, app_id: str, account_id: str | None = None) -> SigningKeys:
+        return await self._run(self._signing_keys, app_id, account_id)
+
+    def _signing_keys(self, app_id: str, account_id: str | None) -> SigningKeys:
+        self._get_app(app_id, account_id)
+        row = self._db.execute(
+            "SELECT signing_secret, previous_secret, previous_secret_until FROM apps WHERE id = ?",
+            (app_id,),
+        ).fetchone()
+        return SigningKeys(current=row[0], previous=row[1], previous_until=_dt(row[2]))
+
+    async def rotate_signing_secret(
+        self,
+        app_id: str,
+        *,
+        secret: str,
+        now: datetime,
+        overlap: timedelta,
+        account_id: str | None = None,
+    ) -> SigningKeys:
+        return await self._run(
+            self._rotate, app_id, account_id, secret, _ts(now), _ts(now + overlap)
+        )
+
+    def _rotate(
+        self, app_id: str, account_id: str | None, secret: str, now: float, until: float
+    ) -> SigningKeys:
+        with self._write() as db:
+            self._get_app(app_id, account_id)
+            db.execute(
+                "UPDATE apps SET previous_secret = signing_secret, previous_secret_until = ?,"
+                " signing_secret = ?, updated_at = ? WHERE id = ?",
+                (until, secret, now, app_id),
+            )
+            return self._signing_keys(app_id, None)
 
     async def delete_app(self, app_id: str, account_id: str | None = None) -> None:
         await self._run(self._delete_app, app_id, account_id)
@@ -716,12 +755,14 @@ class SqliteStore(Store):
             marks = ",".join("?" * len(ids))
             rows = db.execute(
                 "SELECT d.id, d.app_id, r.call_session_id, a.push_url, r.body, d.attempts,"
-                " d.first_attempt_at, d.next_attempt_at"
+                " d.first_attempt_at, d.next_attempt_at, a.signing, a.signing_secret,"
+                " a.previous_secret, a.previous_secret_until"
                 " FROM deliveries d JOIN call_records r ON r.id = d.record_id"
                 f" JOIN apps a ON a.id = d.app_id WHERE d.id IN ({marks})",
                 ids,
             ).fetchall()
         rows.sort(key=lambda row: row[7])
+        at = _dt_req(now)
         return [
             Claimed(
                 delivery_id=row[0],
@@ -731,6 +772,7 @@ class SqliteStore(Store):
                 body=bytes(row[4]),
                 attempt=row[5] + 1,
                 first_attempt_at=_dt(row[6]),
+                signing_keys=_signing(tuple(row)[8:12], at),
             )
             for row in rows
         ]
@@ -809,6 +851,7 @@ def _app(row: sqlite3.Row) -> App:
         name=row["name"],
         push_url=row["push_url"],
         paused=bool(row["paused"]),
+        signing=bool(row["signing"]),
         created_at=_dt_req(row["created_at"]),
         updated_at=_dt_req(row["updated_at"]),
     )
@@ -880,3 +923,10 @@ def _counts(rows: Iterable[Sequence[Any]]) -> dict[DeliveryState, int]:
     for state, count in rows:
         counts[DeliveryState(state)] = count
     return counts
+
+
+def _signing(columns: Sequence[Any], now: datetime) -> tuple[str, ...]:
+    enabled, current, previous, until = columns
+    if not enabled:
+        return ()
+    return SigningKeys(current=current, previous=previous, previous_until=_dt(until)).active(now)

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Response, status
 from ccpush.api.auth import Manager
 from ccpush.api.deps import ServiceDep
 from ccpush.api.errors import ApiError
-from ccpush.api.schemas import AppCreate, AppOut, AppPatch, TestPushOut
+from ccpush.api.schemas import AppCreate, AppOut, AppPatch, SigningOut, TestPushOut
 from ccpush.record import CallRecord
 from ccpush.service import Service
+from ccpush.signing import generate_secret
 from ccpush.store.base import DEFAULT_ACCOUNT, UNSET
 
 router = APIRouter(prefix="/v1", tags=["apps"])
@@ -45,9 +46,10 @@ async def get_app(app_id: str, caller: Manager, service: ServiceDep) -> AppOut:
 
 @router.patch("/apps/{app_id}")
 async def update_app(app_id: str, body: AppPatch, caller: Manager, service: ServiceDep) -> AppOut:
-    """Change the name, the push address (``null`` clears it) or ``paused``."""
+    """Change the name, the push address (``null`` clears it), ``paused`` or ``signing``
+    (turn signatures off for a receiver that cannot verify them)."""
     given = body.model_fields_set
-    for field in ("name", "paused"):
+    for field in ("name", "paused", "signing"):
         if field in given and getattr(body, field) is None:
             raise ApiError(422, "invalid_request", f"{field} cannot be null")
     app = await service.store.update_app(
@@ -57,6 +59,7 @@ async def update_app(app_id: str, body: AppPatch, caller: Manager, service: Serv
         name=body.name if body.name is not None else UNSET,
         push_url=body.push_url if "push_url" in given else UNSET,
         paused=body.paused if body.paused is not None else UNSET,
+        signing=body.signing if body.signing is not None else UNSET,
     )
     service.dispatcher.wake()
     return AppOut.of(app)
@@ -103,10 +106,34 @@ async def test_push(app_id: str, caller: Manager, service: ServiceDep) -> TestPu
     if app.push_url is None:
         raise ApiError(409, "no_push_address", "the app has no push address to test")
     record = sample_record(service)
+    body = record.push_body()
+    keys = await service.store.signing_keys(app.id) if app.signing else None
+    signing = keys.active(service.clock.now()) if keys else ()
     outcome = await service.sender.send(
-        app.push_url, record.push_body(), service.dispatcher.test_headers()
+        app.push_url, body, service.dispatcher.test_headers(signing, body)
     )
     return TestPushOut.of(outcome, record)
+
+
+@router.get("/apps/{app_id}/signing-secret")
+async def signing_secret(app_id: str, caller: Manager, service: ServiceDep) -> SigningOut:
+    """The secret that signs the app's pushes (and, during a rotation, the previous one)."""
+    keys = await service.store.signing_keys(app_id, caller.account_id)
+    return SigningOut.of(keys)
+
+
+@router.post("/apps/{app_id}/signing-secret/rotate")
+async def rotate_signing_secret(app_id: str, caller: Manager, service: ServiceDep) -> SigningOut:
+    """Make a new secret. Pushes carry both signatures until the overlap ends, so the
+    receiver can switch to the new secret without refusing a genuine push."""
+    keys = await service.store.rotate_signing_secret(
+        app_id,
+        secret=generate_secret(),
+        now=service.clock.now(),
+        overlap=service.settings.rotation_overlap_delta,
+        account_id=caller.account_id,
+    )
+    return SigningOut.of(keys)
 
 
 def sample_record(service: Service) -> CallRecord:

@@ -1,0 +1,4 @@
+ALTER TABLE apps ADD COLUMN signing BOOLEAN NOT NULL DEFAULT true;
+ALTER TABLE apps ADD COLUMN signing_secret TEXT;
+ALTER TABLE apps ADD COLUMN previous_secret TEXT;
+ALTER TABLE apps ADD COLUMN previous_secret_until TIMESTAMPTZ;

@@ -1,0 +1,4 @@
+ALTER TABLE apps ADD COLUMN signing INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE apps ADD COLUMN signing_secret TEXT;
+ALTER TABLE apps ADD COLUMN previous_secret TEXT;
+ALTER TABLE apps ADD COLUMN previous_secret_until REAL
