@@ -24,6 +24,7 @@ def make_settings(tmp_path: Path, db_url: str, **changes: Any) -> Settings:
         "push_connect_timeout": 1.0,
         "lease": "10s",
         "poll_interval": 0.2,
+        "auth_failure_limit": 1000,
         "allowed_target_networks": "127.0.0.0/8",
     }
     values.update(changes)

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     response_excerpt_bytes: Annotated[int, Field(ge=0, le=65_536)] = 2048
     max_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
     max_batch_records: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    """Largest body of a request other than ingestion (413 above)."""
+    key_rate_limit: Annotated[float, Field(ge=0)] = 1000.0
+    """Requests per second one token or key may make (bursts of twice that); 0: no limit."""
+    auth_failure_limit: Annotated[int, Field(ge=0)] = 20
+    """Failed sign-ins per minute from one client address before it is refused (429)."""
     allowed_target_networks: str = ""
     """Comma-separated CIDR networks pushes may reach although not global (loopback,
     private...), e.g. ``10.20.0.0/16, fd00:1::/64``. Default: none."""

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Scope
 
 from ccpush import __version__
 from ccpush.api.errors import install_error_handlers
+from ccpush.api.limits import BodyLimit, RateLimiter, failure_limiter
 from ccpush.api.routes import accounts, apps, records
 from ccpush.api.schemas import ErrorOut
 from ccpush.record import CallRecord
 from ccpush.service import Service
+from ccpush.settings import Settings
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, wrong or revoked bearer token"},
@@ -33,8 +37,12 @@ Every error has the shape `{"error": {"code", "message", "problems": [{"field", 
 def create_api(service: Service, *, admin_token: str) -> FastAPI:
     """The ASGI app; the caller starts and stops ``service`` around it."""
     api = FastAPI(title="ccpush", version=__version__, description=DESCRIPTION)
+    settings = service.settings
     api.state.service = service
     api.state.admin_token = admin_token
+    api.state.key_limiter = RateLimiter(settings.key_rate_limit, 2 * settings.key_rate_limit)
+    api.state.auth_failures = failure_limiter(settings.auth_failure_limit)
+    api.add_middleware(BodyLimit, limit_for=_body_limit(settings))
     install_error_handlers(api)
     for module in (accounts, apps, records):
         api.include_router(module.router, responses=ERRORS)
@@ -45,6 +53,14 @@ def create_api(service: Service, *, admin_token: str) -> FastAPI:
 
     _publish_record_schema(api)
     return api
+
+
+def _body_limit(settings: Settings) -> Callable[[Scope], int]:
+    def limit_for(scope: Scope) -> int:
+        ingesting = scope["method"] == "POST" and scope["path"].endswith("/call-records")
+        return settings.max_body_bytes if ingesting else settings.max_request_bytes
+
+    return limit_for
 
 
 def _publish_record_schema(api: FastAPI) -> None:

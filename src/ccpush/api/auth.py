@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Annotated
@@ -15,6 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ccpush.api.errors import ApiError
+from ccpush.api.limits import RateLimiter
 from ccpush.models import ApiKey, KeyScope
 from ccpush.service import Service
 
@@ -60,20 +62,46 @@ UNAUTHORIZED = ApiError(
 )
 
 
+def _rate_limited(retry_after: float, what: str) -> ApiError:
+    seconds = max(1, math.ceil(retry_after))
+    return ApiError(
+        429,
+        "rate_limited",
+        f"{what}; try again in {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
 async def authenticate(request: Request) -> Caller:
+    """The caller of this request, or 401; 429 past the rate of its key or of failures."""
+    client = request.client.host if request.client else "unknown"
+    failures: RateLimiter = request.app.state.auth_failures
+    if (wait := failures.peek(client)) is not None:
+        raise _rate_limited(wait, "too many failed sign-ins from this address")
+    caller = await _identify(request)
+    if caller is None:
+        failures.take(client)
+        raise UNAUTHORIZED
+    limiter: RateLimiter = request.app.state.key_limiter
+    if (wait := limiter.take(caller.key_id or "admin")) is not None:
+        raise _rate_limited(wait, "too many requests with this key")
+    return caller
+
+
+async def _identify(request: Request) -> Caller | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise UNAUTHORIZED
+        return None
     expected: str = request.app.state.admin_token
     if hmac.compare_digest(token.encode(), expected.encode()):
         return Caller(account_id=None, scope=None)
     if not token.startswith(KEY_PREFIX):
-        raise UNAUTHORIZED
+        return None
     service: Service = request.app.state.service
     key: ApiKey | None = await service.store.key_by_hash(hash_secret(token))
     if key is None:
-        raise UNAUTHORIZED
+        return None
     return Caller(account_id=key.account_id, scope=key.scope, key_id=key.id)
 
 

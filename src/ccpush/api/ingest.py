@@ -6,30 +6,11 @@ import json
 from datetime import tzinfo
 from typing import Any
 
-from fastapi import Request
 from pydantic import ValidationError
 
 from ccpush.api.errors import ApiError, invalid
 from ccpush.models import NewRecord
 from ccpush.record import CallRecord, Problem, problems_from
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes")
 
 
 def parse_records(body: bytes, *, zone: tzinfo, max_records: int) -> list[NewRecord]:

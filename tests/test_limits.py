@@ -1,0 +1,126 @@
+"""Limits: body sizes, request rates per key, failed sign-ins per address."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ccpush.api.limits import RateLimiter, failure_limiter
+from ccpush.service import Service
+from tests.api_client import ADMIN, Api, ok
+from tests.conftest import minimal_record
+from tests.helpers import make_service
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_token_bucket_allows_its_burst_then_its_rate() -> None:
+    clock = FakeTime()
+    limiter = RateLimiter(rate=2, burst=4, now=clock)
+    assert [limiter.take("k") for _ in range(4)] == [None] * 4
+    assert limiter.take("k") == pytest.approx(0.5)
+    assert limiter.take("other") is None
+    clock.now += 0.5
+    assert limiter.take("k") is None
+    assert limiter.take("k") is not None
+
+
+def test_failures_refill_over_a_minute() -> None:
+    clock = FakeTime()
+    limiter = failure_limiter(3, now=clock)
+    for _ in range(3):
+        assert limiter.peek("ip") is None
+        limiter.take("ip")
+    assert limiter.peek("ip") == pytest.approx(20)
+    clock.now += 20
+    assert limiter.peek("ip") is None
+
+
+def test_no_rate_means_no_limit() -> None:
+    limiter = RateLimiter(rate=0, burst=0)
+    assert all(limiter.take("k") is None for _ in range(1000))
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[Service]:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    service = make_service(
+        tmp_path, url, auth_failure_limit=5, key_rate_limit=10, max_request_bytes=2048,
+        max_body_bytes=8192,
+    )  # fmt: skip
+    await service.start(dispatch=False)
+    yield service
+    await service.stop()
+
+
+async def test_failed_sign_ins_are_limited_per_address(service: Service) -> None:
+    api = Api(service)
+    async with api.client("ccpk_guessing") as guesser, api.client() as admin:
+        codes = [(await guesser.get("/v1/apps")).status_code for _ in range(7)]
+        assert codes == [401] * 5 + [429] * 2
+        refused = await admin.get("/v1/apps")  # same address: refused before the token is read
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.json()["error"]["code"] == "rate_limited"
+
+
+async def test_a_key_is_limited_to_its_rate(service: Service) -> None:
+    async with Api(service).client() as admin:
+        codes = [(await admin.get("/v1/apps")).status_code for _ in range(25)]
+    assert codes.count(200) == 20  # a burst of twice the rate (10/s): the test takes < 0.5 s
+    assert set(codes[20:]) == {429}
+
+
+@pytest.mark.parametrize(
+    ("path", "size", "status"),
+    [
+        ("/v1/apps", 4096, 413),
+        ("/v1/accounts", 4096, 413),
+        ("/v1/apps/app_x/call-records", 4096, 422),  # read (and refused as a record)
+        ("/v1/apps/app_x/call-records", 16_384, 413),
+    ],
+)
+async def test_bodies_are_capped(service: Service, path: str, size: int, status: int) -> None:
+    async with Api(service).client() as admin:
+        body = b'{"name": "' + b"x" * size + b'"}'
+        response = await admin.post(
+            path, content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == status
+        if status == 413:
+            assert response.json()["error"]["code"] == "body_too_large"
+
+
+async def test_a_body_without_length_is_capped_too(service: Service) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 1024
+
+    transport = httpx.ASGITransport(Api(service).app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.post(
+            "/v1/apps", content=chunks(), headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+    assert response.status_code == 413
+
+
+async def test_secrets_do_not_leak_into_errors(service: Service) -> None:
+    async with Api(service).client() as admin:
+        app = await ok(await admin.post("/v1/apps", json={"name": "a"}), 201)
+        secret = (await ok(await admin.get(f"/v1/apps/{app['id']}/signing-secret")))["secret"]
+        bad = await admin.post(
+            f"/v1/apps/{app['id']}/call-records",
+            json=minimal_record("s", remark=secret, extra=ADMIN),
+        )
+        assert bad.status_code == 422
+        assert secret not in bad.text
+        assert ADMIN not in bad.text
