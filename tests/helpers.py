@@ -13,6 +13,7 @@ from ccpush.models import NewRecord
 from ccpush.record import CallRecord, parse_zone
 from ccpush.service import Service
 from ccpush.settings import Settings
+from tests.fakedns import FakeDNS
 
 
 def make_settings(tmp_path: Path, db_url: str, **changes: Any) -> Settings:
@@ -31,10 +32,19 @@ def make_settings(tmp_path: Path, db_url: str, **changes: Any) -> Settings:
     return Settings(**values)
 
 
+# Names tests may configure as push addresses; nothing else resolves, and real DNS is never asked.
+TEST_DNS = {
+    "example.com": [["93.184.216.34"]],
+    "crm.example.com": [["93.184.216.34"]],
+    "receiver.test": [["127.0.0.1"]],
+}
+
+
 def make_service(
     tmp_path: Path, db_url: str, clock: Clock | None = None, **changes: Any
 ) -> Service:
-    return Service(make_settings(tmp_path, db_url, **changes), clock=clock)
+    settings = make_settings(tmp_path, db_url, **changes)
+    return Service(settings, clock=clock, resolver=FakeDNS(TEST_DNS))
 
 
 def new_record(data: dict[str, Any], zone: str = "+08:00") -> NewRecord:

@@ -243,3 +243,25 @@ async def test_openapi_describes_the_routes_and_the_record(client: httpx.AsyncCl
     assert "/v1/apps/{app_id}/call-records" in spec["paths"]
     record = spec["components"]["schemas"]["CallRecord"]
     assert len(record["properties"]) == 23
+
+
+@pytest.mark.parametrize(
+    ("push_url", "reason"),
+    [
+        ("http://169.254.169.254/latest/meta-data", "cloud metadata"),
+        ("http://10.1.2.3/cdr", "private"),
+        ("http://[::ffff:192.168.1.1]/cdr", "private"),
+        ("http://nowhere.test/cdr", "does not resolve"),
+        ("http://2130706433/cdr", "unusual way to write 127.0.0.1"),
+    ],
+)
+async def test_addresses_pushes_may_not_reach_are_refused_when_configured(
+    client: httpx.AsyncClient, push_url: str, reason: str
+) -> None:
+    created = await client.post("/v1/apps", json={"name": "x", "pushUrl": push_url})
+    assert created.status_code == 422
+    assert reason in problem_fields(created)["pushUrl"]
+    app_id = await new_app(client)
+    changed = await client.patch(f"/v1/apps/{app_id}", json={"pushUrl": push_url})
+    assert changed.status_code == 422
+    assert (await client.get(f"/v1/apps/{app_id}")).json()["pushUrl"] == "http://127.0.0.1:9/cdr"

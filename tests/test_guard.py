@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 from pydantic import ValidationError
 
 from ccpush.clock import SystemClock
@@ -35,6 +33,7 @@ from ccpush.guard import (
 from ccpush.models import ErrorKind
 from ccpush.sender import Sender, SenderLimits
 from ccpush.settings import Settings
+from tests.fakedns import FakeDNS
 from tests.receiver import Receiver, Reply
 
 BODY = b'{"callSessionId":"s1"}'
@@ -53,41 +52,6 @@ NAMES: dict[str, list[list[str]]] = {
     "mapped.test": [["::ffff:127.0.0.1"]],
     "public.test": [["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"]],
 }
-
-
-class FakeDNS(AbstractResolver):
-    """Answers from a table, one answer per call (the last repeats); never asks real DNS.
-
-    Names in ``real`` (only ever ``localhost``) go to aiohttp's ``ThreadedResolver``.
-    """
-
-    def __init__(self, answers: dict[str, list[list[str]]], real: Iterable[str] = ()) -> None:
-        self.answers = {name: list(script) for name, script in answers.items()}
-        self.real = frozenset(real)
-        self.calls: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.calls.append(host)
-        if host in self.real:
-            return await ThreadedResolver().resolve(host, port, family)
-        script = self.answers.get(host)
-        if not script:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        addresses = script.pop(0) if len(script) > 1 else script[0]
-        return [_answer(host, address, port) for address in addresses]
-
-    async def close(self) -> None:
-        pass
-
-
-def _answer(host: str, address: str, port: int) -> ResolveResult:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
-    return ResolveResult(
-        hostname=host, host=address, port=port, family=family, proto=0, flags=flags
-    )
 
 
 def _ipv6_loopback() -> bool:

@@ -111,12 +111,15 @@ class TargetPolicy:
     """Which non-global addresses pushes may reach anyway: none unless opened here."""
 
     allowed_networks: tuple[IPNetwork, ...] = ()
+    only_allowed: bool = False
+    """Refuse global addresses too: pushes reach only ``allowed_networks`` (for platforms
+    whose receivers are all on known networks, and for test runs that must stay local)."""
 
     @classmethod
-    def parse(cls, text: str) -> TargetPolicy:
+    def parse(cls, text: str, *, only_allowed: bool = False) -> TargetPolicy:
         """A policy from a comma-separated CIDR list, e.g. ``"127.0.0.0/8, ::1/128"``."""
         entries = (entry.strip() for entry in text.split(","))
-        return cls(tuple(_network(entry) for entry in entries if entry))
+        return cls(tuple(_network(entry) for entry in entries if entry), only_allowed)
 
     def allows(self, address: IPAddress) -> bool:
         """True if an allowed network holds the address (or the IPv4 one it maps)."""
@@ -148,6 +151,8 @@ def check_address(ip: IPAddress | str, policy: TargetPolicy) -> str | None:
         return f"{ip!r} is not an IP address"
     if policy.allows(address):
         return None
+    if policy.only_allowed:
+        return f"address {address} is outside the allowed target networks"
     if isinstance(address, ipaddress.IPv6Address):
         return _check_v6(address, policy)
     return _refusal(address, V4_RANGES)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from aiohttp.abc import AbstractResolver
+
 from ccpush.clock import Clock, SystemClock
 from ccpush.dispatcher import AttemptListener, Dispatcher, DispatchSettings
 from ccpush.record import parse_zone, zone_label
@@ -54,11 +56,14 @@ class Service:
         clock: Clock | None = None,
         store: Store | None = None,
         listeners: list[AttemptListener] | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.store = store or open_store(settings.store_url)
         self.zone = parse_zone(settings.record_timezone)
+        self.resolver = resolver
+        """The DNS resolver the target guard wraps (None: aiohttp's threaded resolver)."""
         self.sender = Sender(
             self.clock,
             SenderLimits(
@@ -69,6 +74,7 @@ class Service:
                 excerpt_bytes=settings.response_excerpt_bytes,
             ),
             policy=settings.target_policy,
+            resolver=resolver,
         )
         self.dispatcher = Dispatcher(
             self.store,

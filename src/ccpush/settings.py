@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     allowed_target_networks: str = ""
     """Comma-separated CIDR networks pushes may reach although not global (loopback,
     private...), e.g. ``10.20.0.0/16, fd00:1::/64``. Default: none."""
+    only_allowed_targets: bool = False
+    """Pushes reach only ``allowed_target_networks``, global addresses included."""
     log_level: str = "INFO"
 
     @field_validator("retry_schedule")
@@ -115,7 +117,9 @@ class Settings(BaseSettings):
     @property
     def target_policy(self) -> TargetPolicy:
         """What pushes may reach: global addresses, and ``allowed_target_networks``."""
-        return TargetPolicy.parse(self.allowed_target_networks)
+        return TargetPolicy.parse(
+            self.allowed_target_networks, only_allowed=self.only_allowed_targets
+        )
 
     @property
     def store_url(self) -> str:

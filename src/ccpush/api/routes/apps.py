@@ -8,9 +8,10 @@ from fastapi import APIRouter, Response, status
 
 from ccpush.api.auth import Manager
 from ccpush.api.deps import ServiceDep
-from ccpush.api.errors import ApiError
+from ccpush.api.errors import ApiError, invalid
 from ccpush.api.schemas import AppCreate, AppOut, AppPatch, SigningOut, TestPushOut
-from ccpush.record import CallRecord
+from ccpush.guard import check_target
+from ccpush.record import CallRecord, Problem
 from ccpush.service import Service
 from ccpush.signing import generate_secret
 from ccpush.store.base import DEFAULT_ACCOUNT, UNSET
@@ -33,6 +34,7 @@ async def create_app(body: AppCreate, caller: Manager, service: ServiceDep) -> A
         account_id = caller.account_id
     else:
         account_id = body.account_id or DEFAULT_ACCOUNT
+    await _check_target(service, body.push_url)
     app = await service.store.create_app(
         name=body.name, push_url=body.push_url, now=service.clock.now(), account_id=account_id
     )
@@ -52,6 +54,7 @@ async def update_app(app_id: str, body: AppPatch, caller: Manager, service: Serv
     for field in ("name", "paused", "signing"):
         if field in given and getattr(body, field) is None:
             raise ApiError(422, "invalid_request", f"{field} cannot be null")
+    await _check_target(service, body.push_url)
     app = await service.store.update_app(
         app_id,
         now=service.clock.now(),
@@ -63,6 +66,15 @@ async def update_app(app_id: str, body: AppPatch, caller: Manager, service: Serv
     )
     service.dispatcher.wake()
     return AppOut.of(app)
+
+
+async def _check_target(service: Service, push_url: str | None) -> None:
+    """Refuse an address that pushes may not reach (checked again at every push)."""
+    if push_url is None:
+        return
+    reason = await check_target(push_url, service.settings.target_policy, service.resolver)
+    if reason is not None:
+        raise invalid([Problem(field="pushUrl", reason=f"cannot be pushed to: {reason}")])
 
 
 @router.delete("/apps/{app_id}", status_code=status.HTTP_204_NO_CONTENT)
