@@ -18,10 +18,13 @@ from ccpush.service import Service
 from ccpush.settings import Settings
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body is not JSON"},
     401: {"model": ErrorOut, "description": "Missing, wrong or revoked bearer token"},
     403: {"model": ErrorOut, "description": "The key may not do this (an ingest-only key)"},
     404: {"model": ErrorOut, "description": "No such object (in the caller's account)"},
+    413: {"model": ErrorOut, "description": "The body is larger than allowed"},
     422: {"model": ErrorOut, "description": "Invalid input: every problem with its field"},
+    429: {"model": ErrorOut, "description": "Too many requests (see Retry-After)"},
 }
 
 DESCRIPTION = """
