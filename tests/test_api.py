@@ -137,7 +137,7 @@ async def test_one_record_is_accepted(client: httpx.AsyncClient, service: Servic
     assert response.json() == {
         "accepted": 1,
         "duplicates": 0,
-        "results": [{"callSessionId": "s1", "status": "accepted"}],
+        "results": [{"callSessionId": "s1", "status": "accepted", "sequence": 1, "version": 1}],
     }
     assert (await service.store.count_by_state(app_id))[DeliveryState.PENDING] == 1
 
@@ -151,8 +151,8 @@ async def test_a_batch_is_accepted_and_repeats_are_duplicates(
     assert first.json()["accepted"] == 10
     again = await client.post(url, json=[minimal_record("s3"), minimal_record("s10")])
     assert again.json()["results"] == [
-        {"callSessionId": "s3", "status": "duplicate"},
-        {"callSessionId": "s10", "status": "accepted"},
+        {"callSessionId": "s3", "status": "duplicate", "sequence": None, "version": 1},
+        {"callSessionId": "s10", "status": "accepted", "sequence": 11, "version": 1},
     ]
     assert (await service.store.count_by_state(app_id))[DeliveryState.PENDING] == 11
 

@@ -226,7 +226,7 @@ async def test_reconciliation_returns_records_exactly_as_pushed(
     while True:
         response = await admin.get(url, params={**window, **({"cursor": cursor} if cursor else {})})
         page = await ok(response)
-        seen += page["records"]
+        seen += [item["record"] for item in page["items"]]
         pages += 1
         cursor = page["nextCursor"]
         if cursor is None:
@@ -234,9 +234,7 @@ async def test_reconciliation_returns_records_exactly_as_pushed(
     assert [r["callSessionId"] for r in seen] == [f"k{m}" for m in range(5, 20)]
     assert pages == 4
     raw = (await admin.get(url, params={"from": "2023-11-17 13:00:00", "limit": 1})).content
-    assert (
-        raw == b'{"records":[' + pushed["k0"] + b'],"nextCursor":' + raw.split(b'"nextCursor":')[1]
-    )
+    assert b'"record":' + pushed["k0"] + b"}]" in raw  # byte for byte as pushed
     bad = await admin.get(url, params={"cursor": "garbage!"})
     assert bad.status_code == 422
 

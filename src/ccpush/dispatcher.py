@@ -169,6 +169,8 @@ class Dispatcher:
         timestamp = int(self.clock.now().timestamp())
         return {
             **push_headers(item.signing_keys, f"dlv_{item.delivery_id}", timestamp, item.body),
+            "ccpush-sequence": str(item.sequence),
+            "ccpush-record-version": str(item.version),
             "ccpush-attempt": str(item.attempt),
             "ccpush-record-timezone": self.settings.record_timezone,
         }

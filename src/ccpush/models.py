@@ -70,11 +70,27 @@ class NewRecord:
     call_start: datetime
 
 
+class IngestStatus(StrEnum):
+    ACCEPTED = "accepted"
+    """A record the app did not have: version 1."""
+    UPDATED = "updated"
+    """A record the app had, with other content: a new version, pushed again."""
+    DUPLICATE = "duplicate"
+    """Exactly the content the app already has: not stored or pushed again."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IngestResult:
     call_session_id: str
-    accepted: bool
-    """False when the app already had a record with this ``callSessionId``."""
+    status: IngestStatus
+    sequence: int | None
+    """The app's sequence number given to this version (None for a duplicate)."""
+    version: int
+
+    @property
+    def accepted(self) -> bool:
+        """True when this will be pushed (a new record or a new version of one)."""
+        return self.status is not IngestStatus.DUPLICATE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +102,9 @@ class Claimed:
     call_session_id: str
     push_url: str
     body: bytes
+    sequence: int
+    """The app's sequence number of this version of the record."""
+    version: int
     attempt: int
     """The number of the attempt about to be made, 1 for the first."""
     first_attempt_at: datetime | None
@@ -137,6 +156,8 @@ class Delivery:
     call_session_id: str
     record_id: int
     replay_id: str | None
+    version: int
+    sequence: int
     state: DeliveryState
     attempts: int
     next_attempt_at: datetime | None
@@ -189,11 +210,16 @@ class ApiKey:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredRecord:
-    """A record as stored: the exact body pushed, and where it sits in the app's timeline."""
+    """A version of a record as stored: the exact body pushed, and its place in the app's
+    timeline (call start) and sequence."""
 
     id: int
+    """The version's id (a cursor position)."""
     call_session_id: str
     call_start: datetime
+    version: int
+    sequence: int
+    received_at: datetime
     body: bytes
 
 

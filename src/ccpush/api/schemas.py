@@ -18,6 +18,7 @@ from ccpush.models import (
     DeliveryState,
     ErrorKind,
     IngestResult,
+    IngestStatus,
     KeyScope,
     Outcome,
     ReplayJob,
@@ -182,18 +183,25 @@ class TestPushOut(Schema):
 
 class RecordResult(Schema):
     call_session_id: str
-    status: str = Field(description="accepted, or duplicate: the app already had this record")
+    status: IngestStatus = Field(
+        description="accepted: new; updated: a new version of a record the app had (pushed"
+        " again); duplicate: the same content as the app has (not pushed again)"
+    )
+    sequence: int | None = Field(description="The app's sequence number of this version")
+    version: int
 
     @classmethod
     def of(cls, result: IngestResult) -> RecordResult:
         return cls(
             call_session_id=result.call_session_id,
-            status="accepted" if result.accepted else "duplicate",
+            status=result.status,
+            sequence=result.sequence,
+            version=result.version,
         )
 
 
 class IngestOut(Schema):
-    accepted: int
+    accepted: int = Field(description="Records to push: new ones and new versions")
     duplicates: int
     results: list[RecordResult]
 
@@ -223,6 +231,8 @@ class AttemptOut(Schema):
 class DeliveryOut(Schema):
     id: int
     call_session_id: str
+    version: int
+    sequence: int
     replay_id: str | None
     state: DeliveryState
     attempts: int
@@ -236,6 +246,8 @@ class DeliveryOut(Schema):
         return cls(
             id=delivery.id,
             call_session_id=delivery.call_session_id,
+            version=delivery.version,
+            sequence=delivery.sequence,
             replay_id=delivery.replay_id,
             state=delivery.state,
             attempts=delivery.attempts,
@@ -258,8 +270,15 @@ class DeliveryPage(Schema):
     next_cursor: str | None = Field(description="Pass as cursor for the next page; null: last")
 
 
+class StoredRecordOut(Schema):
+    sequence: int
+    version: int
+    received_at: datetime
+    record: CallRecord = Field(description="The record exactly as it is pushed")
+
+
 class RecordPage(Schema):
-    records: list[CallRecord] = Field(description="Each record exactly as it is pushed")
+    items: list[StoredRecordOut]
     next_cursor: str | None
 
 

@@ -19,6 +19,7 @@ from ccpush.models import (
     Delivery,
     DeliveryState,
     IngestResult,
+    IngestStatus,
     KeyScope,
     NewRecord,
     ReplayJob,
@@ -87,29 +88,73 @@ class RecordFilter:
     since: datetime | None = None
     until: datetime | None = None
     after: tuple[datetime, int] | None = None
-    """Cursor: only records after this (call start, record id)."""
+    """Cursor: only versions after this (call start, version id)."""
     limit: int = 100
 
 
-def unique_by_session(records: Sequence[NewRecord]) -> list[NewRecord]:
-    """The records with the first of each ``callSessionId`` kept, in order."""
-    seen: set[str] = set()
-    kept = []
-    for record in records:
-        if record.call_session_id not in seen:
-            seen.add(record.call_session_id)
-            kept.append(record)
-    return kept
+@dataclass(frozen=True, slots=True)
+class Latest:
+    """What the store has of a record: its id and latest version."""
+
+    record_id: int | None
+    """None for a record first seen in the batch being planned."""
+    version: int
+    body: bytes
 
 
-def ingest_results(records: Sequence[NewRecord], accepted: set[str]) -> list[IngestResult]:
-    """One result per input record; only the first of a repeated id counts as accepted."""
-    results = []
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlannedVersion:
+    record: NewRecord
+    record_id: int | None
+    """None: a record new in this batch (its row is made once, for its first version)."""
+    version: int
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestPlan:
+    versions: list[PlannedVersion]
+    results: list[IngestResult]
+    last_sequence: int
+
+
+def plan_ingest(
+    records: Sequence[NewRecord], latest: dict[str, Latest], last_sequence: int
+) -> IngestPlan:
+    """Decide, in order, what each record is: new (version 1), a new version (other
+    content than the latest), or a duplicate; and give each version the app's next
+    sequence number, so the numbers have no holes."""
+    known = dict(latest)
+    versions, results = [], []
     for record in records:
         sid = record.call_session_id
-        results.append(IngestResult(call_session_id=sid, accepted=sid in accepted))
-        accepted.discard(sid)
-    return results
+        before = known.get(sid)
+        if before is not None and before.body == record.body:
+            results.append(
+                IngestResult(
+                    call_session_id=sid,
+                    status=IngestStatus.DUPLICATE,
+                    sequence=None,
+                    version=before.version,
+                )
+            )
+            continue
+        last_sequence += 1
+        version = 1 if before is None else before.version + 1
+        record_id = None if before is None else before.record_id
+        versions.append(
+            PlannedVersion(
+                record=record, record_id=record_id, version=version, sequence=last_sequence
+            )
+        )
+        known[sid] = Latest(record_id, version, record.body)
+        status = IngestStatus.ACCEPTED if before is None else IngestStatus.UPDATED
+        results.append(
+            IngestResult(
+                call_session_id=sid, status=status, sequence=last_sequence, version=version
+            )
+        )
+    return IngestPlan(versions, results, last_sequence)
 
 
 class Store(abc.ABC):
@@ -237,12 +282,18 @@ class Store(abc.ABC):
     ) -> list[IngestResult]:
         """Store records and their deliveries in one transaction (all or nothing).
 
-        A record whose ``callSessionId`` the app already has is not stored again and gets
-        no new delivery (``accepted=False``)."""
+        Each record is planned by ``plan_ingest``: a new record, a new version of one the
+        app has (content changed: pushed again), or a duplicate (neither stored nor pushed)."""
 
     @abc.abstractmethod
     async def list_records(self, app_id: str, query: RecordFilter) -> list[StoredRecord]:
-        """Records of an app by call start time (the reconciliation query)."""
+        """Record versions of an app by call start time (the reconciliation query)."""
+
+    @abc.abstractmethod
+    async def records_by_sequence(
+        self, app_id: str, first: int, last: int, limit: int
+    ) -> list[StoredRecord]:
+        """Record versions of an app with sequence numbers from ``first`` to ``last``."""
 
     @abc.abstractmethod
     async def deliveries_of(self, app_id: str, call_session_id: str) -> list[Delivery]:
@@ -254,7 +305,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def resend(self, app_id: str, call_session_id: str, *, now: datetime) -> Delivery:
-        """A new delivery of a stored record, due now (held if the app is not pushing)."""
+        """A new delivery of a record's latest version, due now (held if the app is not
+        pushing)."""
 
     @abc.abstractmethod
     async def count_by_state(self, app_id: str | None = None) -> dict[DeliveryState, int]: ...

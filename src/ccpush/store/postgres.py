@@ -54,14 +54,15 @@ from ccpush.store.base import (
     DEFAULT_ACCOUNT,
     UNSET,
     DeliveryFilter,
+    Latest,
+    PlannedVersion,
     RecordFilter,
     Store,
     _Unset,
-    ingest_results,
     load_migrations,
     new_app_id,
     new_id,
-    unique_by_session,
+    plan_ingest,
 )
 
 T = TypeVar("T")
@@ -82,9 +83,10 @@ _REPLAY_COLUMNS = (
     " finished_at"
 )
 _DELIVERY_COLUMNS = (
-    "d.id, d.app_id, r.call_session_id, d.record_id, d.replay_id, d.state, d.attempts,"
-    " d.next_attempt_at, d.created_at, d.updated_at"
+    "d.id, d.app_id, r.call_session_id, d.record_id, d.replay_id, v.version, v.seq, d.state,"
+    " d.attempts, d.next_attempt_at, d.created_at, d.updated_at"
 )
+_VERSION_COLUMNS = "v.id, r.call_session_id, r.call_start, v.version, v.seq, v.received_at, v.body"
 
 # Accounts and keys
 
@@ -157,36 +159,78 @@ DELETE_APP = (
     "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE app_id = $1)",
     "DELETE FROM deliveries WHERE app_id = $1",
     "DELETE FROM replays WHERE app_id = $1",
+    "DELETE FROM record_versions WHERE app_id = $1",
     "DELETE FROM call_records WHERE app_id = $1",
     "DELETE FROM apps WHERE id = $1",
 )
 
 # Records and deliveries
 
+LATEST_VERSIONS = """
+SELECT r.call_session_id, r.id, r.version, v.body
+FROM call_records AS r JOIN record_versions AS v ON v.record_id = r.id AND v.version = r.version
+WHERE r.app_id = $1 AND r.call_session_id = ANY($2::text[])
+"""
+
+# One row per record new in the batch, with its latest version in the batch.
 INSERT_RECORDS = """
-INSERT INTO call_records (app_id, call_session_id, body, call_start, received_at)
-SELECT $1, sid, body, start, $5
-FROM unnest($2::text[], $3::bytea[], $4::timestamptz[]) AS input (sid, body, start)
-ON CONFLICT (app_id, call_session_id) DO NOTHING
+INSERT INTO call_records (app_id, call_session_id, call_start, received_at, version)
+SELECT $1, sid, start, $5, version
+FROM unnest($2::text[], $3::timestamptz[], $4::int[]) AS input (sid, start, version)
 RETURNING id, call_session_id
 """
 
+UPDATE_RECORDS = """
+UPDATE call_records AS r SET version = input.version, call_start = input.start
+FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS input (id, version, start)
+WHERE r.id = input.id
+"""
+
+INSERT_VERSIONS = """
+INSERT INTO record_versions (record_id, app_id, version, seq, body, received_at)
+SELECT record_id, $1, version, seq, body, $6
+FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::bytea[])
+     AS input (record_id, version, seq, body)
+RETURNING id, record_id, version
+"""
+
+# Ingestion: a delivery of each version just stored.
+INSERT_VERSION_DELIVERIES = """
+INSERT INTO deliveries
+    (record_id, version_id, app_id, state, next_attempt_at, created_at, updated_at)
+SELECT record_id, version_id, $3, $4, $5, $5, $5
+FROM unnest($1::bigint[], $2::bigint[]) AS input (record_id, version_id)
+"""
+
+# Resend and replay: a delivery of each record's latest version.
 INSERT_DELIVERIES = """
 INSERT INTO deliveries
-    (record_id, app_id, state, next_attempt_at, replay_id, created_at, updated_at)
-SELECT id, $2, $3, $4, $5, $4, $4 FROM unnest($1::bigint[]) AS ids (id)
+    (record_id, version_id, app_id, state, next_attempt_at, replay_id, created_at, updated_at)
+SELECT r.id, v.id, $2, $3, $4, $5, $4, $4
+FROM unnest($1::bigint[]) AS ids (id)
+JOIN call_records AS r ON r.id = ids.id
+JOIN record_versions AS v ON v.record_id = r.id AND v.version = r.version
 RETURNING id
 """
 
 # Open bounds as infinities rather than ``$n IS NULL OR``: the plan stays an index range.
-LIST_RECORDS = """
-SELECT id, call_session_id, call_start, body FROM call_records
-WHERE app_id = $1
-  AND call_start >= coalesce($2::timestamptz, '-infinity')
-  AND call_start < coalesce($3::timestamptz, 'infinity')
-  AND (call_start, id) > (coalesce($4::timestamptz, '-infinity'), coalesce($5::bigint, 0))
-ORDER BY call_start, id
+LIST_RECORDS = f"""
+SELECT {_VERSION_COLUMNS}
+FROM record_versions AS v JOIN call_records AS r ON r.id = v.record_id
+WHERE r.app_id = $1
+  AND r.call_start >= coalesce($2::timestamptz, '-infinity')
+  AND r.call_start < coalesce($3::timestamptz, 'infinity')
+  AND (r.call_start, v.id) > (coalesce($4::timestamptz, '-infinity'), coalesce($5::bigint, 0))
+ORDER BY r.call_start, v.id
 LIMIT $6
+"""
+
+RECORDS_BY_SEQUENCE = f"""
+SELECT {_VERSION_COLUMNS}
+FROM record_versions AS v JOIN call_records AS r ON r.id = v.record_id
+WHERE v.app_id = $1 AND v.seq BETWEEN $2 AND $3
+ORDER BY v.seq
+LIMIT $4
 """
 
 # ``{filters}``: `` AND <condition>`` for each filter given, its value in $3, $4...
@@ -194,6 +238,7 @@ LIMIT $6
 LIST_DELIVERIES = f"""
 SELECT {_DELIVERY_COLUMNS}
 FROM deliveries AS d JOIN call_records AS r ON r.id = d.record_id
+JOIN record_versions AS v ON v.id = d.version_id
 WHERE d.app_id = $1 AND r.app_id = $1{{filters}}
 ORDER BY d.id DESC
 LIMIT $2
@@ -279,10 +324,10 @@ WITH due AS (
 )
 UPDATE deliveries AS d
 SET state = 'sending', lease_until = $3, lease_owner = $4, updated_at = $1
-FROM due, call_records AS r, apps AS a
-WHERE d.id = due.id AND r.id = d.record_id AND a.id = d.app_id
+FROM due, call_records AS r, record_versions AS v, apps AS a
+WHERE d.id = due.id AND r.id = d.record_id AND v.id = d.version_id AND a.id = d.app_id
   AND a.push_url IS NOT NULL AND NOT a.paused
-RETURNING d.id, d.app_id, r.call_session_id, a.push_url, r.body, d.attempts,
+RETURNING d.id, d.app_id, r.call_session_id, a.push_url, v.body, v.seq, v.version, d.attempts,
           d.first_attempt_at, d.next_attempt_at, a.signing, a.signing_secret,
           a.previous_secret, a.previous_secret_until
 """
@@ -542,34 +587,38 @@ class PostgresStore(Store):
         now: datetime,
         account_id: str | None = None,
     ) -> list[IngestResult]:
-        unique = unique_by_session(records)
         async with self.pool.acquire() as conn, conn.transaction():
-            app = await _fetch_app(conn, app_id, account_id, lock="FOR KEY SHARE")
-            inserted = await conn.fetch(
-                INSERT_RECORDS,
+            # The app row's lock serialises ingestion per app: sequence numbers have no holes.
+            app = await _fetch_app(conn, app_id, account_id, lock="FOR NO KEY UPDATE")
+            last = await conn.fetchval("SELECT last_seq FROM apps WHERE id = $1", app_id)
+            plan = plan_ingest(records, await _latest(conn, app_id, records), last)
+            versions = await _store_versions(conn, app_id, plan.versions, now)
+            state = DeliveryState.PENDING if app.pushing else DeliveryState.HELD
+            await conn.execute(
+                INSERT_VERSION_DELIVERIES,
+                [record_id for record_id, _ in versions],
+                [version_id for _, version_id in versions],
                 app_id,
-                [record.call_session_id for record in unique],
-                [record.body for record in unique],
-                [record.call_start for record in unique],
+                state.value,
                 now,
             )
-            await _insert_deliveries(conn, app, [row[0] for row in inserted], now)
-        return ingest_results(records, {row[1] for row in inserted})
+            await conn.execute(
+                "UPDATE apps SET last_seq = $2 WHERE id = $1", app_id, plan.last_sequence
+            )
+        return plan.results
 
     async def list_records(self, app_id: str, query: RecordFilter) -> list[StoredRecord]:
         after_start, after_id = query.after or (None, None)
         rows = await self.pool.fetch(
             LIST_RECORDS, app_id, query.since, query.until, after_start, after_id, query.limit
         )
-        return [
-            StoredRecord(
-                id=row["id"],
-                call_session_id=row["call_session_id"],
-                call_start=row["call_start"],
-                body=row["body"],
-            )
-            for row in rows
-        ]
+        return [_stored(row) for row in rows]
+
+    async def records_by_sequence(
+        self, app_id: str, first: int, last: int, limit: int
+    ) -> list[StoredRecord]:
+        rows = await self.pool.fetch(RECORDS_BY_SEQUENCE, app_id, first, last, limit)
+        return [_stored(row) for row in rows]
 
     async def deliveries_of(self, app_id: str, call_session_id: str) -> list[Delivery]:
         async with self.pool.acquire() as conn:
@@ -705,6 +754,8 @@ class PostgresStore(Store):
                 call_session_id=row["call_session_id"],
                 push_url=row["push_url"],
                 body=row["body"],
+                sequence=row["seq"],
+                version=row["version"],
                 attempt=row["attempts"] + 1,
                 first_attempt_at=row["first_attempt_at"],
                 signing_keys=_signing_keys(row).active(now) if row["signing"] else (),
@@ -769,6 +820,52 @@ async def _fetch_app(
     if row is None:
         raise AppNotFound()
     return _app(row)
+
+
+async def _latest(conn: _Conn, app_id: str, records: Sequence[NewRecord]) -> dict[str, Latest]:
+    sids = list({record.call_session_id for record in records})
+    rows = await conn.fetch(LATEST_VERSIONS, app_id, sids)
+    return {row[0]: Latest(row[1], row[2], row[3]) for row in rows}
+
+
+async def _store_versions(
+    conn: _Conn, app_id: str, planned: Sequence[PlannedVersion], now: datetime
+) -> list[tuple[int, int]]:
+    """Store the planned versions (and the records new in the batch, once each, and each
+    record's latest version); the (record id, version id) of each, in order."""
+    final = {item.record.call_session_id: item for item in planned}
+    new = [item for sid, item in final.items() if item.record_id is None]
+    rows = await conn.fetch(
+        INSERT_RECORDS,
+        app_id,
+        [item.record.call_session_id for item in new],
+        [item.record.call_start for item in new],
+        [item.version for item in new],
+        now,
+    )
+    ids = {row["call_session_id"]: row["id"] for row in rows}
+    changed = [item for item in final.values() if item.record_id is not None]
+    await conn.execute(
+        UPDATE_RECORDS,
+        [item.record_id for item in changed],
+        [item.version for item in changed],
+        [item.record.call_start for item in changed],
+    )
+    record_ids = [item.record_id or ids[item.record.call_session_id] for item in planned]
+    stored = await conn.fetch(
+        INSERT_VERSIONS,
+        app_id,
+        record_ids,
+        [item.version for item in planned],
+        [item.sequence for item in planned],
+        [item.record.body for item in planned],
+        now,
+    )
+    version_ids = {(row["record_id"], row["version"]): row["id"] for row in stored}
+    return [
+        (record_id, version_ids[record_id, item.version])
+        for record_id, item in zip(record_ids, planned, strict=True)
+    ]
 
 
 async def _insert_deliveries(
@@ -906,6 +1003,8 @@ def _delivery(row: asyncpg.Record, attempts: tuple[Attempt, ...]) -> Delivery:
         call_session_id=row["call_session_id"],
         record_id=row["record_id"],
         replay_id=row["replay_id"],
+        version=row["version"],
+        sequence=row["seq"],
         state=state,
         attempts=row["attempts"],
         next_attempt_at=None if state is DeliveryState.HELD else row["next_attempt_at"],
@@ -941,4 +1040,16 @@ def _signing_keys(row: asyncpg.Record) -> SigningKeys:
         current=row["signing_secret"],
         previous=row["previous_secret"],
         previous_until=row["previous_secret_until"],
+    )
+
+
+def _stored(row: asyncpg.Record) -> StoredRecord:
+    return StoredRecord(
+        id=row["id"],
+        call_session_id=row["call_session_id"],
+        call_start=row["call_start"],
+        version=row["version"],
+        sequence=row["seq"],
+        received_at=row["received_at"],
+        body=row["body"],
     )

@@ -50,14 +50,15 @@ from ccpush.store.base import (
     DEFAULT_ACCOUNT,
     UNSET,
     DeliveryFilter,
+    Latest,
+    PlannedVersion,
     RecordFilter,
     Store,
     _Unset,
-    ingest_results,
     load_migrations,
     new_app_id,
     new_id,
-    unique_by_session,
+    plan_ingest,
 )
 
 T = TypeVar("T")
@@ -88,8 +89,14 @@ _REPLAY_COLUMNS = (
     " finished_at"
 )
 _DELIVERY_COLUMNS = (
-    "d.id, d.app_id, r.call_session_id, d.record_id, d.replay_id, d.state, d.attempts,"
-    " d.next_attempt_at, d.created_at, d.updated_at"
+    "d.id, d.app_id, r.call_session_id, d.record_id, d.replay_id, v.version, v.seq, d.state,"
+    " d.attempts, d.next_attempt_at, d.created_at, d.updated_at"
+)
+_VERSION_COLUMNS = "v.id, r.call_session_id, r.call_start, v.version, v.seq, v.received_at, v.body"
+# The latest version of record :record, for a new delivery of it.
+_LATEST_VERSION = (
+    "(SELECT v.id FROM record_versions v JOIN call_records r ON r.id = v.record_id"
+    " WHERE r.id = :record AND v.version = r.version)"
 )
 # The records a replay covers: its range, or those whose latest delivery failed since then.
 _REPLAY_SELECTION = {
@@ -441,7 +448,7 @@ class SqliteStore(Store):
                 " (SELECT id FROM deliveries WHERE app_id = ?)",
                 (app_id,),
             )
-            for table in ("deliveries", "replays", "call_records", "apps"):
+            for table in ("deliveries", "replays", "record_versions", "call_records", "apps"):
                 column = "id" if table == "apps" else "app_id"
                 db.execute(f"DELETE FROM {table} WHERE {column} = ?", (app_id,))
 
@@ -460,23 +467,56 @@ class SqliteStore(Store):
     def _ingest(
         self, app_id: str, account_id: str | None, records: Sequence[NewRecord], now: float
     ) -> list[IngestResult]:
-        accepted: set[str] = set()
         with self._write() as db:
             app = self._get_app(app_id, account_id)
+            last = db.execute("SELECT last_seq FROM apps WHERE id = ?", (app_id,)).fetchone()[0]
+            plan = plan_ingest(records, self._latest(app_id, records), last)
             state = DeliveryState.PENDING if app.pushing else DeliveryState.HELD
-            for record in unique_by_session(records):
-                row = db.execute(
-                    "INSERT INTO call_records"
-                    " (app_id, call_session_id, body, call_start, received_at)"
-                    " VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT (app_id, call_session_id) DO NOTHING RETURNING id",
-                    (app_id, record.call_session_id, record.body, _ts(record.call_start), now),
-                ).fetchone()
-                if row is None:
-                    continue
-                self._new_delivery(row[0], app_id, state, now)
-                accepted.add(record.call_session_id)
-        return ingest_results(records, accepted)
+            ids: dict[str, int] = {}
+            for item in plan.versions:
+                record_id = item.record_id or ids.get(item.record.call_session_id)
+                record_id = self._store_version(app_id, item, record_id, now)
+                ids[item.record.call_session_id] = record_id
+                self._new_delivery(record_id, app_id, state, now)
+            db.execute("UPDATE apps SET last_seq = ? WHERE id = ?", (plan.last_sequence, app_id))
+        return plan.results
+
+    def _latest(self, app_id: str, records: Sequence[NewRecord]) -> dict[str, Latest]:
+        sids = list({record.call_session_id for record in records})
+        found = {}
+        for start in range(0, len(sids), 500):
+            chunk = sids[start : start + 500]
+            rows = self._db.execute(
+                "SELECT r.call_session_id, r.id, r.version, v.body FROM call_records r"
+                " JOIN record_versions v ON v.record_id = r.id AND v.version = r.version"
+                f" WHERE r.app_id = ? AND r.call_session_id IN ({','.join('?' * len(chunk))})",
+                [app_id, *chunk],
+            )
+            for sid, record_id, version, body in rows:
+                found[sid] = Latest(record_id, version, bytes(body))
+        return found
+
+    def _store_version(
+        self, app_id: str, item: PlannedVersion, record_id: int | None, now: float
+    ) -> int:
+        record, db = item.record, self._db
+        if record_id is None:
+            record_id = db.execute(
+                "INSERT INTO call_records (app_id, call_session_id, call_start, received_at,"
+                " version) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                (app_id, record.call_session_id, _ts(record.call_start), now, item.version),
+            ).fetchone()[0]
+        else:
+            db.execute(
+                "UPDATE call_records SET version = ?, call_start = ? WHERE id = ?",
+                (item.version, _ts(record.call_start), record_id),
+            )
+        db.execute(
+            "INSERT INTO record_versions (record_id, app_id, version, seq, body, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (record_id, app_id, item.version, item.sequence, record.body, now),
+        )
+        return int(record_id)
 
     def _new_delivery(
         self,
@@ -486,38 +526,44 @@ class SqliteStore(Store):
         now: float,
         replay_id: str | None = None,
     ) -> int:
+        """A delivery of the record's latest version."""
         row = self._db.execute(
-            "INSERT INTO deliveries (record_id, app_id, state, next_attempt_at, created_at,"
-            " updated_at, replay_id) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (record_id, app_id, state, now, now, now, replay_id),
+            "INSERT INTO deliveries (record_id, version_id, app_id, state, next_attempt_at,"
+            f" created_at, updated_at, replay_id) VALUES (:record, {_LATEST_VERSION}, :app,"
+            " :state, :now, :now, :now, :replay) RETURNING id",
+            {"record": record_id, "app": app_id, "state": state, "now": now, "replay": replay_id},
         ).fetchone()
         return int(row[0])
 
     async def list_records(self, app_id: str, query: RecordFilter) -> list[StoredRecord]:
-        where, params = ["app_id = :app"], {"app": app_id, "limit": query.limit}
+        where, params = ["v.app_id = :app"], {"app": app_id, "limit": query.limit}
         if query.since is not None:
-            where.append("call_start >= :since")
+            where.append("r.call_start >= :since")
             params["since"] = _ts(query.since)
         if query.until is not None:
-            where.append("call_start < :until")
+            where.append("r.call_start < :until")
             params["until"] = _ts(query.until)
         if query.after is not None:
-            where.append("(call_start, id) > (:after_start, :after_id)")
+            where.append("(r.call_start, v.id) > (:after_start, :after_id)")
             params["after_start"], params["after_id"] = _ts(query.after[0]), query.after[1]
         rows = await self._read(
-            "SELECT id, call_session_id, call_start, body FROM call_records"
-            f" WHERE {' AND '.join(where)} ORDER BY call_start, id LIMIT :limit",
+            f"SELECT {_VERSION_COLUMNS} FROM record_versions v"
+            " JOIN call_records r ON r.id = v.record_id"
+            f" WHERE {' AND '.join(where)} ORDER BY r.call_start, v.id LIMIT :limit",
             params,
         )
-        return [
-            StoredRecord(
-                id=row["id"],
-                call_session_id=row["call_session_id"],
-                call_start=_dt_req(row["call_start"]),
-                body=bytes(row["body"]),
-            )
-            for row in rows
-        ]
+        return [_stored(row) for row in rows]
+
+    async def records_by_sequence(
+        self, app_id: str, first: int, last: int, limit: int
+    ) -> list[StoredRecord]:
+        rows = await self._read(
+            f"SELECT {_VERSION_COLUMNS} FROM record_versions v"
+            " JOIN call_records r ON r.id = v.record_id"
+            " WHERE v.app_id = ? AND v.seq BETWEEN ? AND ? ORDER BY v.seq LIMIT ?",
+            (app_id, first, last, limit),
+        )
+        return [_stored(row) for row in rows]
 
     async def deliveries_of(self, app_id: str, call_session_id: str) -> list[Delivery]:
         return await self.list_deliveries(
@@ -549,6 +595,7 @@ class SqliteStore(Store):
         rows = self._db.execute(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d"
             " JOIN call_records r ON r.id = d.record_id"
+            " JOIN record_versions v ON v.id = d.version_id"
             f" WHERE {' AND '.join(where)} ORDER BY d.id DESC LIMIT :limit",
             params,
         ).fetchall()
@@ -754,10 +801,11 @@ class SqliteStore(Store):
                 return []
             marks = ",".join("?" * len(ids))
             rows = db.execute(
-                "SELECT d.id, d.app_id, r.call_session_id, a.push_url, r.body, d.attempts,"
+                "SELECT d.id, d.app_id, r.call_session_id, a.push_url, v.body, d.attempts,"
                 " d.first_attempt_at, d.next_attempt_at, a.signing, a.signing_secret,"
-                " a.previous_secret, a.previous_secret_until"
+                " a.previous_secret, a.previous_secret_until, v.seq, v.version"
                 " FROM deliveries d JOIN call_records r ON r.id = d.record_id"
+                " JOIN record_versions v ON v.id = d.version_id"
                 f" JOIN apps a ON a.id = d.app_id WHERE d.id IN ({marks})",
                 ids,
             ).fetchall()
@@ -770,6 +818,8 @@ class SqliteStore(Store):
                 call_session_id=row[2],
                 push_url=row[3],
                 body=bytes(row[4]),
+                sequence=row[12],
+                version=row[13],
                 attempt=row[5] + 1,
                 first_attempt_at=_dt(row[6]),
                 signing_keys=_signing(tuple(row)[8:12], at),
@@ -893,6 +943,8 @@ def _delivery(row: sqlite3.Row, attempts: tuple[Attempt, ...]) -> Delivery:
         call_session_id=row["call_session_id"],
         record_id=row["record_id"],
         replay_id=row["replay_id"],
+        version=row["version"],
+        sequence=row["seq"],
         state=state,
         attempts=row["attempts"],
         next_attempt_at=None if state is DeliveryState.HELD else _dt(row["next_attempt_at"]),
@@ -930,3 +982,15 @@ def _signing(columns: Sequence[Any], now: datetime) -> tuple[str, ...]:
     if not enabled:
         return ()
     return SigningKeys(current=current, previous=previous, previous_until=_dt(until)).active(now)
+
+
+def _stored(row: sqlite3.Row) -> StoredRecord:
+    return StoredRecord(
+        id=row["id"],
+        call_session_id=row["call_session_id"],
+        call_start=_dt_req(row["call_start"]),
+        version=row["version"],
+        sequence=row["seq"],
+        received_at=_dt_req(row["received_at"]),
+        body=bytes(row["body"]),
+    )

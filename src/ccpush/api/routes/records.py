@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -23,7 +24,7 @@ from ccpush.api.schemas import (
     ReplayCreate,
     ReplayOut,
 )
-from ccpush.models import DeliveryState, ReplayJob, ReplayKind
+from ccpush.models import DeliveryState, ReplayJob, ReplayKind, StoredRecord
 from ccpush.record import Problem
 from ccpush.service import Service
 from ccpush.store.base import DeliveryFilter, RecordFilter
@@ -94,13 +95,39 @@ async def list_records(
     service: ServiceDep,
     since: Annotated[str | None, Query(alias="from", description="Call start ≥ this")] = None,
     until: Annotated[str | None, Query(alias="to", description="Call start < this")] = None,
+    first: Annotated[
+        int | None, Query(alias="fromSequence", ge=1, description="Sequence numbers from this")
+    ] = None,
+    last: Annotated[
+        int | None, Query(alias="toSequence", ge=1, description="up to this one, included")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> Response:
-    """Records by call start time, exactly as pushed: what a receiver missed can be fetched here.
+    """Records exactly as pushed, by call start time or by sequence number: what a receiver
+    missed can be fetched here. Each version of a record is one item.
 
-    Times are ISO 8601 with an offset, or ``yyyy-MM-dd HH:mm:ss`` in the record time zone."""
+    Times are ISO 8601 with an offset, or ``yyyy-MM-dd HH:mm:ss`` in the record time zone.
+    Sequence numbers (the ``ccpush-sequence`` header of each push) have no holes, so a
+    receiver that saw 41 then 44 asks for ``fromSequence=42&toSequence=43``."""
     await service.store.get_app(app_id, caller.account_id)
+    if first is not None or last is not None:
+        if since is not None or until is not None:
+            raise invalid([_problem("fromSequence", "cannot be combined with from/to")], "query")
+        records, next_cursor = await _by_sequence(service, app_id, first, last, limit, cursor)
+    else:
+        records, next_cursor = await _by_time(service, app_id, since, until, limit, cursor)
+    return Response(_record_page(records, next_cursor), media_type="application/json")
+
+
+async def _by_time(
+    service: Service,
+    app_id: str,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[StoredRecord], str | None]:
     after = decode_cursor(cursor)
     query = RecordFilter(
         since=parse_time(since, "from", service.zone),
@@ -109,15 +136,45 @@ async def list_records(
         limit=limit,
     )
     records = await service.store.list_records(app_id, query)
-    next_cursor = (
-        encode_cursor([records[-1].call_start.timestamp(), records[-1].id])
-        if len(records) == limit
-        else None
-    )
-    # The stored bodies go out byte for byte: this is what was (or will be) pushed.
-    page = b'{"records":[' + b",".join(record.body for record in records) + b'],"nextCursor":'
-    page += (b'"' + next_cursor.encode() + b'"' if next_cursor else b"null") + b"}"
-    return Response(page, media_type="application/json")
+    if len(records) < limit:
+        return records, None
+    return records, encode_cursor([records[-1].call_start.timestamp(), records[-1].id])
+
+
+async def _by_sequence(
+    service: Service,
+    app_id: str,
+    first: int | None,
+    last: int | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[StoredRecord], str | None]:
+    after = decode_cursor(cursor)
+    if after is not None and not isinstance(after, int):
+        raise invalid([_problem("cursor", "is not a cursor this API gave")], "query")
+    start = max(first or 1, (after or 0) + 1)
+    records = await service.store.records_by_sequence(app_id, start, last or 2**62, limit)
+    more = len(records) == limit and records[-1].sequence != last
+    return records, encode_cursor(records[-1].sequence) if more else None
+
+
+def _record_page(records: list[StoredRecord], next_cursor: str | None) -> bytes:
+    """The stored bodies go out byte for byte: this is what was (or will be) pushed."""
+    items = [
+        b'{"sequence":%d,"version":%d,"receivedAt":"%s","record":%s}'
+        % (r.sequence, r.version, _iso(r.received_at).encode(), r.body)
+        for r in records
+    ]
+    cursor = json.dumps(next_cursor).encode()
+    return b'{"items":[' + b",".join(items) + b'],"nextCursor":' + cursor + b"}"
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _problem(field: str, reason: str) -> Problem:
+    return Problem(field=field, reason=reason)
 
 
 def _record_cursor(value: object) -> tuple[datetime, int]:
@@ -128,7 +185,7 @@ def _record_cursor(value: object) -> tuple[datetime, int]:
         and isinstance(value[1], int)
     ):
         return datetime.fromtimestamp(value[0], UTC), value[1]
-    raise invalid([Problem(field="cursor", reason="is not a cursor this API gave")], "query")
+    raise invalid([_problem("cursor", "is not a cursor this API gave")], "query")
 
 
 @router.get("/call-records/{call_session_id}/deliveries", tags=["deliveries"])
