@@ -54,6 +54,10 @@ class App:
     """Whether pushes carry a ``webhook-signature`` (on unless turned off for the app)."""
     created_at: datetime
     updated_at: datetime
+    failing_since: datetime | None = None
+    """When the pushes to its address started failing without a success since."""
+    paused_reason: str | None = None
+    """Why pushing is paused, when ccpush paused it (an address failing for days)."""
 
     @property
     def pushing(self) -> bool:
@@ -255,3 +259,20 @@ class SigningKeys:
 
     def __repr__(self) -> str:
         return f"SigningKeys(previous_until={self.previous_until!r})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptBucket:
+    """The push attempts of an app that started in one period, by what came of them."""
+
+    start: datetime
+    delivered: int
+    """Answered 2xx: each one a delivery delivered."""
+    retrying: int
+    """Failed, and the delivery was (or will be) tried again."""
+    failed: int
+    """Failed, and it was the delivery's last attempt: the delivery failed."""
+
+    @property
+    def attempts(self) -> int:
+        return self.delivered + self.retrying + self.failed

@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Final
+from typing import Any, Final
 
 from ccpush.models import (
     Account,
     ApiKey,
     App,
+    AttemptBucket,
     Claimed,
     Completion,
     Delivery,
@@ -116,6 +117,50 @@ class IngestPlan:
     versions: list[PlannedVersion]
     results: list[IngestResult]
     last_sequence: int
+
+
+def app_changes(
+    *,
+    name: str | _Unset,
+    push_url: str | _Unset | None,
+    paused: bool | _Unset,
+    signing: bool | _Unset,
+    paused_reason: str | None,
+) -> dict[str, Any]:
+    """The columns an app update sets: those given, and what follows from them (a resume
+    clears the pause reason; a resume or a new address forgets the failing streak)."""
+    given = {"name": name, "push_url": push_url, "paused": paused, "signing": signing}
+    changes = {column: value for column, value in given.items() if not isinstance(value, _Unset)}
+    if paused is True:
+        changes["paused_reason"] = paused_reason
+    if paused is False:
+        changes["paused_reason"] = None
+    if paused is False or not isinstance(push_url, _Unset):
+        changes["failing_since"] = None
+    return changes
+
+
+@dataclass(frozen=True, slots=True)
+class Streak:
+    """What a batch of attempts says of an app's failing streak."""
+
+    succeeded: bool
+    """A push succeeded: the streak restarts at ``failing_since`` (None: no failure after)."""
+    failing_since: datetime | None
+
+
+def failure_streaks(completions: Sequence[Completion]) -> dict[str, Streak]:
+    """Per app: whether a push succeeded, and since when pushes have failed without a
+    success after (the first failure after the last success)."""
+    streaks: dict[str, Streak] = {}
+    for done in sorted(completions, key=lambda done: done.outcome.started_at):
+        app_id, at = done.claimed.app_id, done.outcome.started_at
+        before = streaks.get(app_id, Streak(False, None))
+        if done.outcome.ok:
+            streaks[app_id] = Streak(True, None)
+        else:
+            streaks[app_id] = Streak(before.succeeded, before.failing_since or at)
+    return streaks
 
 
 def plan_ingest(
@@ -244,10 +289,13 @@ class Store(abc.ABC):
         push_url: str | _Unset | None = UNSET,
         paused: bool | _Unset = UNSET,
         signing: bool | _Unset = UNSET,
+        paused_reason: str | None = None,
     ) -> App:
         """Change an app. When it stops pushing (address cleared, paused) its waiting
         deliveries are held; when it starts again they are released, due now. Pending
-        retries go to whatever address is current when they are due."""
+        retries go to whatever address is current when they are due. ``paused_reason`` is
+        kept while paused (resuming clears it); a changed address or a resume forgets
+        the failing streak."""
 
     @abc.abstractmethod
     async def signing_keys(self, app_id: str, account_id: str | None = None) -> SigningKeys:
@@ -372,3 +420,23 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def next_due_at(self) -> datetime | None:
         """When the earliest pending delivery is due, if any."""
+
+    # Upkeep
+
+    @abc.abstractmethod
+    async def apps_failing_since(self, cutoff: datetime) -> list[App]:
+        """Apps pushing now whose every push has failed since ``cutoff`` or earlier."""
+
+    @abc.abstractmethod
+    async def purge_before(self, cutoff: datetime, *, limit: int) -> int:
+        """Delete up to ``limit`` records received before ``cutoff`` that wait for no push,
+        with their versions, deliveries and attempts; how many were deleted."""
+
+    # Statistics
+
+    @abc.abstractmethod
+    async def attempt_stats(
+        self, app_id: str, *, since: datetime, bucket: timedelta
+    ) -> list[AttemptBucket]:
+        """The app's push attempts started at or after ``since``, counted by outcome in
+        periods of ``bucket`` from ``since``; oldest first, periods without attempts left out."""

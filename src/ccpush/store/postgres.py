@@ -35,6 +35,7 @@ from ccpush.models import (
     ApiKey,
     App,
     Attempt,
+    AttemptBucket,
     Claimed,
     Completion,
     Delivery,
@@ -59,6 +60,8 @@ from ccpush.store.base import (
     RecordFilter,
     Store,
     _Unset,
+    app_changes,
+    failure_streaks,
     load_migrations,
     new_app_id,
     new_id,
@@ -77,7 +80,10 @@ _MIGRATION_LOCK = 0x63637075  # "ccpu": one migrator at a time across all proces
 
 _ACCOUNT_COLUMNS = "id, name, created_at"
 _KEY_COLUMNS = "id, account_id, name, scope, prefix, created_at, revoked_at"
-_APP_COLUMNS = "id, account_id, name, push_url, paused, signing, created_at, updated_at"
+_APP_COLUMNS = (
+    "id, account_id, name, push_url, paused, signing, created_at, updated_at, failing_since,"
+    " paused_reason"
+)
 _REPLAY_COLUMNS = (
     "id, app_id, kind, range_from, range_to, state, total, enqueued, created_at, updated_at,"
     " finished_at"
@@ -112,6 +118,36 @@ RETURNING {_KEY_COLUMNS}
 
 # Voice applications
 
+# An app's failing streak; neither writes (nor locks) the row when nothing changes.
+STREAK_RESTART = """
+UPDATE apps SET failing_since = $2 WHERE id = $1 AND failing_since IS DISTINCT FROM $2
+"""
+STREAK_CONTINUE = "UPDATE apps SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL"
+
+APPS_FAILING = f"""
+SELECT {_APP_COLUMNS} FROM apps
+WHERE failing_since <= $1 AND NOT paused AND push_url IS NOT NULL
+ORDER BY failing_since
+"""
+
+# Records received before $1 that wait for no push, oldest first, at most $2.
+PURGEABLE = """
+SELECT r.id FROM call_records AS r
+WHERE r.received_at < $1 AND NOT EXISTS (
+    SELECT 1 FROM deliveries AS d
+    WHERE d.record_id = r.id AND d.state IN ('held', 'pending', 'sending'))
+ORDER BY r.received_at
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+PURGE = (
+    "DELETE FROM attempts WHERE delivery_id IN"
+    " (SELECT id FROM deliveries WHERE record_id = ANY($1::bigint[]))",
+    "DELETE FROM deliveries WHERE record_id = ANY($1::bigint[])",
+    "DELETE FROM record_versions WHERE record_id = ANY($1::bigint[])",
+    "DELETE FROM call_records WHERE id = ANY($1::bigint[])",
+)
+
 INSERT_APP = f"""
 INSERT INTO apps (id, account_id, name, push_url, paused, signing, created_at, updated_at,
                   signing_secret)
@@ -128,9 +164,9 @@ SELECT {_APP_COLUMNS} FROM apps WHERE $1::text IS NULL OR account_id = $1
 ORDER BY created_at, id
 """
 
+# ``{columns}``: ``name = $3, ...`` for the columns that change (from ``app_changes``).
 UPDATE_APP = f"""
-UPDATE apps SET name = $2, push_url = $3, paused = $4, signing = $6, updated_at = $5
-WHERE id = $1
+UPDATE apps SET {{columns}}updated_at = $2 WHERE id = $1
 RETURNING {_APP_COLUMNS}
 """
 
@@ -533,17 +569,23 @@ class PostgresStore(Store):
         push_url: str | _Unset | None = UNSET,
         paused: bool | _Unset = UNSET,
         signing: bool | _Unset = UNSET,
+        paused_reason: str | None = None,
     ) -> App:
+        changes = app_changes(
+            name=name,
+            push_url=push_url,
+            paused=paused,
+            signing=signing,
+            paused_reason=paused_reason,
+        )
+        columns = ", ".join(f"{column} = ${n}" for n, column in enumerate(changes, start=3))
         async with self.pool.acquire() as conn, conn.transaction():
             before = await _fetch_app(conn, app_id, account_id, lock="FOR UPDATE")
             row = await conn.fetchrow(
-                UPDATE_APP,
+                UPDATE_APP.format(columns=f"{columns}, " if columns else ""),
                 app_id,
-                _given(name, before.name),
-                _given(push_url, before.push_url),
-                _given(paused, before.paused),
                 now,
-                _given(signing, before.signing),
+                *changes.values(),
             )
             after = _app(_found(row))
             if before.pushing and not after.pushing:
@@ -767,6 +809,10 @@ class PostgresStore(Store):
         if not completions:
             return
         async with self.pool.acquire() as conn, conn.transaction():
+            # Apps first, in id order: the lock order of update_app (app, then deliveries).
+            for app_id, streak in sorted(failure_streaks(completions).items()):
+                sql = STREAK_RESTART if streak.succeeded else STREAK_CONTINUE
+                await conn.execute(sql, app_id, streak.failing_since)
             await conn.executemany(
                 INSERT_ATTEMPT,
                 [
@@ -798,6 +844,16 @@ class PostgresStore(Store):
                 ],
             )
 
+    async def apps_failing_since(self, cutoff: datetime) -> list[App]:
+        return [_app(row) for row in await self.pool.fetch(APPS_FAILING, cutoff)]
+
+    async def purge_before(self, cutoff: datetime, *, limit: int) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            ids = [row[0] for row in await conn.fetch(PURGEABLE, cutoff, limit)]
+            for statement in PURGE:
+                await conn.execute(statement, ids)
+        return len(ids)
+
     async def release_expired(self, *, now: datetime) -> int:
         status = await self.pool.execute(RELEASE_EXPIRED, DeliveryState.PENDING.value, now)
         return int(status.split()[-1])
@@ -807,6 +863,30 @@ class PostgresStore(Store):
             "SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending'"
         )
         return value
+
+    # Statistics
+
+    async def attempt_stats(
+        self, app_id: str, *, since: datetime, bucket: timedelta
+    ) -> list[AttemptBucket]:
+        # A failed attempt was the delivery's last if the delivery failed with it.
+        rows = await self.pool.fetch(
+            """
+            SELECT floor(extract(epoch FROM a.started_at - $2) / $3)::bigint AS slot,
+                   count(*) FILTER (WHERE a.error_kind IS NULL),
+                   count(*) FILTER (WHERE a.error_kind IS NOT NULL
+                                    AND NOT (d.state = 'failed' AND a.number = d.attempts)),
+                   count(*) FILTER (WHERE a.error_kind IS NOT NULL
+                                    AND d.state = 'failed' AND a.number = d.attempts)
+            FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id
+            WHERE d.app_id = $1 AND a.started_at >= $2
+            GROUP BY slot ORDER BY slot
+            """,
+            app_id,
+            since,
+            bucket.total_seconds(),
+        )
+        return [_bucket(row, since, bucket) for row in rows]
 
 
 # Queries shared by several methods
@@ -946,10 +1026,6 @@ def _found(row: asyncpg.Record | None) -> asyncpg.Record:
     return row
 
 
-def _given(value: T | _Unset, current: T) -> T:
-    return current if isinstance(value, _Unset) else value
-
-
 def _account(row: asyncpg.Record) -> Account:
     return Account(id=row["id"], name=row["name"], created_at=row["created_at"])
 
@@ -976,6 +1052,8 @@ def _app(row: asyncpg.Record) -> App:
         signing=row["signing"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        failing_since=row["failing_since"],
+        paused_reason=row["paused_reason"],
     )
 
 
@@ -1052,4 +1130,11 @@ def _stored(row: asyncpg.Record) -> StoredRecord:
         sequence=row["seq"],
         received_at=row["received_at"],
         body=row["body"],
+    )
+
+
+def _bucket(row: asyncpg.Record, since: datetime, size: timedelta) -> AttemptBucket:
+    slot, delivered, retrying, failed = row
+    return AttemptBucket(
+        start=since + slot * size, delivered=delivered, retrying=retrying, failed=failed
     )

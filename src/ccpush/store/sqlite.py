@@ -31,6 +31,7 @@ from ccpush.models import (
     ApiKey,
     App,
     Attempt,
+    AttemptBucket,
     Claimed,
     Completion,
     Delivery,
@@ -55,6 +56,8 @@ from ccpush.store.base import (
     RecordFilter,
     Store,
     _Unset,
+    app_changes,
+    failure_streaks,
     load_migrations,
     new_app_id,
     new_id,
@@ -82,7 +85,10 @@ _NEXT_STATE = (
     " WHERE apps.id = deliveries.app_id) THEN 'held' ELSE :state END"
 )
 
-_APP_COLUMNS = "id, account_id, name, push_url, paused, signing, created_at, updated_at"
+_APP_COLUMNS = (
+    "id, account_id, name, push_url, paused, signing, created_at, updated_at, failing_since,"
+    " paused_reason"
+)
 _KEY_COLUMNS = "id, account_id, name, scope, prefix, created_at, revoked_at"
 _REPLAY_COLUMNS = (
     "id, app_id, kind, range_from, range_to, state, total, enqueued, created_at, updated_at,"
@@ -97,6 +103,14 @@ _VERSION_COLUMNS = "v.id, r.call_session_id, r.call_start, v.version, v.seq, v.r
 _LATEST_VERSION = (
     "(SELECT v.id FROM record_versions v JOIN call_records r ON r.id = v.record_id"
     " WHERE r.id = :record AND v.version = r.version)"
+)
+# Deleting records ({ids}: their ids), each table before those it references.
+_PURGE = (
+    "DELETE FROM attempts WHERE delivery_id IN"
+    " (SELECT id FROM deliveries WHERE record_id IN ({ids}))",
+    "DELETE FROM deliveries WHERE record_id IN ({ids})",
+    "DELETE FROM record_versions WHERE record_id IN ({ids})",
+    "DELETE FROM call_records WHERE id IN ({ids})",
 )
 # The records a replay covers: its range, or those whose latest delivery failed since then.
 _REPLAY_SELECTION = {
@@ -331,8 +345,8 @@ class SqliteStore(Store):
         with self._write() as db:
             self._get_account(app.account_id)
             db.execute(
-                f"INSERT INTO apps ({_APP_COLUMNS}, signing_secret)"
-                " VALUES (?, ?, ?, ?, 0, 1, ?, ?, ?)",
+                "INSERT INTO apps (id, account_id, name, push_url, paused, signing, created_at,"
+                " updated_at, signing_secret) VALUES (?, ?, ?, ?, 0, 1, ?, ?, ?)",
                 (
                     app.id,
                     app.account_id,
@@ -373,9 +387,15 @@ class SqliteStore(Store):
         push_url: str | _Unset | None = UNSET,
         paused: bool | _Unset = UNSET,
         signing: bool | _Unset = UNSET,
+        paused_reason: str | None = None,
     ) -> App:
-        given = (("name", name), ("push_url", push_url), ("paused", paused), ("signing", signing))
-        changes = {column: value for column, value in given if not isinstance(value, _Unset)}
+        changes = app_changes(
+            name=name,
+            push_url=push_url,
+            paused=paused,
+            signing=signing,
+            paused_reason=paused_reason,
+        )
         return await self._run(self._update_app, app_id, account_id, changes, _ts(now))
 
     def _update_app(
@@ -856,6 +876,44 @@ class SqliteStore(Store):
                     for done in completions
                 ],
             )
+            self._record_streaks(completions)
+
+    def _record_streaks(self, completions: Sequence[Completion]) -> None:
+        for app_id, streak in failure_streaks(completions).items():
+            since = _ts(streak.failing_since) if streak.failing_since else None
+            if streak.succeeded:
+                sql = "UPDATE apps SET failing_since = ?1 WHERE id = ?2 AND failing_since IS NOT ?1"
+            else:
+                sql = "UPDATE apps SET failing_since = ?1 WHERE id = ?2 AND failing_since IS NULL"
+            self._db.execute(sql, (since, app_id))
+
+    async def apps_failing_since(self, cutoff: datetime) -> list[App]:
+        rows = await self._read(
+            f"SELECT {_APP_COLUMNS} FROM apps WHERE failing_since <= ? AND NOT paused"
+            " AND push_url IS NOT NULL ORDER BY failing_since",
+            (_ts(cutoff),),
+        )
+        return [_app(row) for row in rows]
+
+    async def purge_before(self, cutoff: datetime, *, limit: int) -> int:
+        return await self._run(self._purge_before, _ts(cutoff), limit)
+
+    def _purge_before(self, cutoff: float, limit: int) -> int:
+        with self._write() as db:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT r.id FROM call_records r WHERE r.received_at < ? AND NOT EXISTS"
+                    " (SELECT 1 FROM deliveries d WHERE d.record_id = r.id"
+                    "  AND d.state IN ('held', 'pending', 'sending'))"
+                    " ORDER BY r.received_at LIMIT ?",
+                    (cutoff, limit),
+                )
+            ]
+            marks = ",".join("?" * len(ids))
+            for sql in _PURGE:
+                db.execute(sql.format(ids=marks), ids)
+        return len(ids)
 
     async def release_expired(self, *, now: datetime) -> int:
         return await self._run(self._release_expired, _ts(now))
@@ -878,6 +936,24 @@ class SqliteStore(Store):
             "SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending'"
         ).fetchone()
         return _dt(row[0])
+
+    # Statistics
+
+    async def attempt_stats(
+        self, app_id: str, *, since: datetime, bucket: timedelta
+    ) -> list[AttemptBucket]:
+        # A failed attempt was the delivery's last if the delivery failed with it.
+        last = "d.state = 'failed' AND a.number = d.attempts"
+        rows = await self._read(
+            "SELECT CAST((a.started_at - :since) / :size AS INTEGER) AS slot,"
+            " sum(a.error_kind IS NULL),"
+            f" sum(a.error_kind IS NOT NULL AND NOT ({last})),"
+            f" sum(a.error_kind IS NOT NULL AND {last})"
+            " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
+            " WHERE d.app_id = :app AND a.started_at >= :since GROUP BY slot ORDER BY slot",
+            {"app": app_id, "since": _ts(since), "size": bucket.total_seconds()},
+        )
+        return [_bucket(row, since, bucket) for row in rows]
 
 
 def _attempt_row(done: Completion) -> tuple[Any, ...]:
@@ -904,6 +980,8 @@ def _app(row: sqlite3.Row) -> App:
         signing=bool(row["signing"]),
         created_at=_dt_req(row["created_at"]),
         updated_at=_dt_req(row["updated_at"]),
+        failing_since=_dt(row["failing_since"]),
+        paused_reason=row["paused_reason"],
     )
 
 
@@ -993,4 +1071,11 @@ def _stored(row: sqlite3.Row) -> StoredRecord:
         sequence=row["seq"],
         received_at=_dt_req(row["received_at"]),
         body=bytes(row["body"]),
+    )
+
+
+def _bucket(row: Sequence[Any], since: datetime, size: timedelta) -> AttemptBucket:
+    slot, delivered, retrying, failed = row
+    return AttemptBucket(
+        start=since + slot * size, delivered=delivered, retrying=retrying, failed=failed
     )
