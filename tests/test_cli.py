@@ -129,3 +129,24 @@ async def _push_through(port: int, token: str, receiver: Receiver) -> None:
         async with client.post(f"/v1/apps/{app_id}/call-records", json=record) as posted:
             assert posted.status == 202
     await receiver.wait_for(lambda r: session_id in r.sessions())
+
+
+def test_the_demo_ends_by_itself_with_a_summary(tmp_path: Path) -> None:
+    result = ccpush("demo", env={"HOME": str(tmp_path)}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "30 minutes" in out  # it says the schedule is shortened
+    assert "Summary after" in out
+    counts = {
+        label: int(line.rsplit(maxsplit=1)[-1])
+        for line in out.splitlines()
+        for label in ("records ingested", "delivered at the first attempt",
+                      "delivered after retries", "failed after 4 attempts", "still pending")
+        if line.strip().startswith(label + ":")
+    }  # fmt: skip
+    assert counts["records ingested"] == 40
+    assert counts["still pending"] == 0
+    assert counts["delivered after retries"] > 0
+    assert counts["failed after 4 attempts"] > 0
+    assert sum(counts[k] for k in ("delivered at the first attempt", "delivered after retries",
+                                   "failed after 4 attempts")) == 40  # fmt: skip

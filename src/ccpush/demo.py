@@ -471,6 +471,8 @@ def demo_settings(data_dir: Path, token: str, port: int) -> Settings:
         lease="30s",
         poll_interval=0.5,
         log_level="WARNING",
+        allowed_target_networks="127.0.0.0/8",  # the demo's receiver is on this machine
+        only_allowed_targets=True,
     )
 
 
