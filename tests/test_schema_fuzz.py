@@ -7,10 +7,7 @@ addresses never reach beyond this machine.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +15,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -32,8 +28,8 @@ from ccpush.api.auth import hash_secret, new_key_secret
 from ccpush.models import KeyScope
 from ccpush.service import Service
 from tests.api_client import ADMIN
-from tests.fakedns import FakeDNS
 from tests.helpers import make_settings
+from tests.served import ServerThread, served_api
 
 pytestmark = pytest.mark.slow
 CHECKS = [
@@ -44,18 +40,8 @@ CHECKS = [
 ]
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
-        super().__init__(config)
-        self.ready = ready
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
-class ServerThread:
-    """ccpush serving on loopback from a thread with its own event loop."""
+class FuzzTarget:
+    """What the fuzzed server holds: an account with a key of every scope, and an app."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.settings = make_settings(
@@ -65,25 +51,10 @@ class ServerThread:
             key_rate_limit=0,
             auth_failure_limit=0,
         )
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
         self.tokens: dict[str, str] = {"admin": ADMIN, "invalid": "ccpk_not-a-key"}
-        self.ready = threading.Event()
-        self.server: uvicorn.Server | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self.port = 0
 
-    async def _main(self) -> None:
-        service = Service(self.settings, resolver=FakeDNS({}))
-        async with service:
-            await self._seed(service)
-            config = uvicorn.Config(
-                create_api(service, admin_token=ADMIN), port=self.port, log_level="warning"
-            )
-            self.server = _Server(config, self.ready)
-            await self.server.serve()
-
-    async def _seed(self, service: Service) -> None:
+    async def seed(self, service: Service) -> None:
         now = service.clock.now()
         account = await service.store.create_account(name="fuzz", now=now)
         for scope in KeyScope:
@@ -99,21 +70,13 @@ class ServerThread:
             self.tokens[scope.value] = secret
         await service.store.create_app(name="seed", push_url=None, now=now, account_id=account.id)
 
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        assert self.ready.wait(30), "the server did not start"
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        self.thread.join(30)
-
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with ServerThread(tmp_path_factory.mktemp("fuzz")) as server:
-        yield server
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget]:
+    target = FuzzTarget(tmp_path_factory.mktemp("fuzz"))
+    with ServerThread(served_api(target.settings, seed=target.seed)) as server:
+        target.port = server.port
+        yield target
 
 
 def _served_schema() -> dict[str, Any]:
@@ -125,7 +88,7 @@ def _served_schema() -> dict[str, Any]:
 schema = schemathesis.openapi.from_dict(_served_schema())
 
 
-def test_the_schema_is_the_one_served(served: ServerThread) -> None:
+def test_the_schema_is_the_one_served(served: FuzzTarget) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/openapi.json") as answer:
         assert json.load(answer) == _served_schema()
 
@@ -138,7 +101,7 @@ def test_the_schema_is_the_one_served(served: ServerThread) -> None:
     derandomize=True,
 )
 def test_no_5xx_and_every_answer_matches_the_schema(
-    case: schemathesis.Case, served: ServerThread
+    case: schemathesis.Case, served: FuzzTarget
 ) -> None:
     for who in ("invalid", "ingest", "manage", "admin"):
         token = served.tokens[who]

@@ -204,5 +204,10 @@ def version() -> None:
     typer.echo(__version__)
 
 
+from ccpush.listen import listen  # noqa: E402 - kept beside its registration
+
+app.command()(listen)
+
+
 def main() -> None:
     app()

@@ -68,9 +68,12 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._in_flight = 0
+        # Claim in batches of at least a quarter of the slots: fewer, larger transactions.
+        self._min_claim = max(1, min(settings.concurrency // 4, settings.batch_size))
         self._done: list[Completion] = []
         self._done_ready = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._queue: asyncio.Queue[Claimed] = asyncio.Queue()
+        self._drained = asyncio.Event()
 
     def wake(self) -> None:
         """Look for due work now (called after ingestion)."""
@@ -81,6 +84,10 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set, then finish the pushes in flight."""
         writer = asyncio.create_task(self._write_loop(stop), name="ccpush-completion-writer")
+        pushers = [
+            asyncio.create_task(self._pusher(), name=f"ccpush-pusher-{n}")
+            for n in range(self.settings.concurrency)
+        ]
         last_sweep = -float("inf")
         try:
             while not stop.is_set():
@@ -88,19 +95,25 @@ class Dispatcher:
                     await self._release_expired()
                     last_sweep = time.monotonic()
                 free = self.settings.concurrency - self._in_flight
-                if free <= 0:
+                if free < self._min_claim and self._in_flight:
                     await _wait_any(stop, self._slot_freed, within=self.settings.poll_interval)
                     self._slot_freed.clear()
                     continue
                 claimed = await self._claim(min(free, self.settings.batch_size))
+                self._in_flight += len(claimed)
                 for item in claimed:
-                    self._launch(item)
+                    self._queue.put_nowait(item)
                 if len(claimed) < min(free, self.settings.batch_size):
                     await _wait_any(stop, self._wake, within=await self._idle_timeout())
                     self._wake.clear()
         finally:
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            # What was claimed is pushed (each push is bounded by its timeout) and written.
+            if self._in_flight:
+                self._drained.clear()
+                await self._drained.wait()
+            for pusher in pushers:
+                pusher.cancel()
+            await asyncio.gather(*pushers, return_exceptions=True)
             self._done_ready.set()
             await writer
 
@@ -111,20 +124,20 @@ class Dispatcher:
         wait = (due - self.clock.now()).total_seconds()
         return min(max(wait, 0.0), self.settings.poll_interval)
 
-    def _launch(self, item: Claimed) -> None:
-        self._in_flight += 1
-        task = asyncio.create_task(self._push(item), name=f"ccpush-push-{item.delivery_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _push(self, item: Claimed) -> None:
-        try:
-            outcome = await self.sender.send(item.push_url, item.body, self.headers_for(item))
-            self._done.append(self.decide(item, outcome))
-            self._done_ready.set()
-        finally:
-            self._in_flight -= 1
-            self._slot_freed.set()
+    async def _pusher(self) -> None:
+        """One of ``concurrency`` loops: take a claimed delivery, push it, hand over the result."""
+        while True:
+            item = await self._queue.get()
+            try:
+                outcome = await self.sender.send(item.push_url, item.body, self.headers_for(item))
+                self._done.append(self.decide(item, outcome))
+                self._done_ready.set()
+            finally:
+                self._in_flight -= 1
+                if self.settings.concurrency - self._in_flight >= self._min_claim:
+                    self._slot_freed.set()
+                if not self._in_flight:
+                    self._drained.set()
 
     async def _write_loop(self, stop: asyncio.Event) -> None:
         while True:
@@ -133,7 +146,7 @@ class Dispatcher:
             if self._done:
                 batch, self._done = self._done, []
                 await self._write(batch)
-            if stop.is_set() and not self._tasks and not self._done:
+            if stop.is_set() and not self._in_flight and not self._done:
                 return
 
     # One pass, for tests and tools: everything due now, until nothing is

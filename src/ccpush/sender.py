@@ -33,6 +33,7 @@ from ccpush.guard import (
 from ccpush.models import ErrorKind, Outcome
 from ccpush.record import CONTENT_TYPE
 
+VERDICTS_KEPT: Final = 4096
 USER_AGENT: Final = f"ccpush/{__version__}"
 
 
@@ -68,6 +69,7 @@ class Sender:
         self.limits = limits or SenderLimits()
         self.policy = policy if policy is not None else TargetPolicy()
         self._resolver = resolver
+        self._verdicts: dict[str, str | None] = {}
         self._guarded: GuardedResolver | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -137,7 +139,15 @@ class Sender:
         return self._outcome(started_at, began, kind, error, status, excerpt)
 
     def _refusal(self, url: str) -> str | None:
-        """The guard's verdict on the URL alone; a malformed URL is aiohttp's to report."""
+        """The guard's verdict on the URL alone (it depends on nothing else, so it is kept
+        per address); a malformed URL is aiohttp's to report."""
+        if url not in self._verdicts:
+            if len(self._verdicts) >= VERDICTS_KEPT:
+                self._verdicts.clear()
+            self._verdicts[url] = self._judge_url(url)
+        return self._verdicts[url]
+
+    def _judge_url(self, url: str) -> str | None:
         try:
             parsed = URL(url)
         except (ValueError, TypeError):

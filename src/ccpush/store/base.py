@@ -152,15 +152,18 @@ class Streak:
 def failure_streaks(completions: Sequence[Completion]) -> dict[str, Streak]:
     """Per app: whether a push succeeded, and since when pushes have failed without a
     success after (the first failure after the last success)."""
-    streaks: dict[str, Streak] = {}
-    for done in sorted(completions, key=lambda done: done.outcome.started_at):
-        app_id, at = done.claimed.app_id, done.outcome.started_at
-        before = streaks.get(app_id, Streak(False, None))
+    last_ok: dict[str, datetime] = {}
+    for done in completions:
         if done.outcome.ok:
-            streaks[app_id] = Streak(True, None)
-        else:
-            streaks[app_id] = Streak(before.succeeded, before.failing_since or at)
-    return streaks
+            app_id, at = done.claimed.app_id, done.outcome.started_at
+            last_ok[app_id] = max(at, last_ok.get(app_id, at))
+    first_failure: dict[str, datetime] = {}
+    for done in completions:
+        app_id, at = done.claimed.app_id, done.outcome.started_at
+        if not done.outcome.ok and (app_id not in last_ok or at > last_ok[app_id]):
+            first_failure[app_id] = min(at, first_failure.get(app_id, at))
+    apps = {done.claimed.app_id for done in completions}
+    return {app: Streak(app in last_ok, first_failure.get(app)) for app in apps}
 
 
 def plan_ingest(

@@ -831,6 +831,7 @@ class SqliteStore(Store):
             ).fetchall()
         rows.sort(key=lambda row: row[7])
         at = _dt_req(now)
+        keys: dict[str, tuple[str, ...]] = {}  # per app: the same for all its rows
         return [
             Claimed(
                 delivery_id=row[0],
@@ -842,7 +843,7 @@ class SqliteStore(Store):
                 version=row[13],
                 attempt=row[5] + 1,
                 first_attempt_at=_dt(row[6]),
-                signing_keys=_signing(tuple(row)[8:12], at),
+                signing_keys=keys.get(row[1]) or keys.setdefault(row[1], _signing(row, at)),
             )
             for row in rows
         ]
@@ -1055,8 +1056,8 @@ def _counts(rows: Iterable[Sequence[Any]]) -> dict[DeliveryState, int]:
     return counts
 
 
-def _signing(columns: Sequence[Any], now: datetime) -> tuple[str, ...]:
-    enabled, current, previous, until = columns
+def _signing(row: sqlite3.Row, now: datetime) -> tuple[str, ...]:
+    enabled, current, previous, until = row["signing"], row[9], row[10], row[11]
     if not enabled:
         return ()
     return SigningKeys(current=current, previous=previous, previous_until=_dt(until)).active(now)
