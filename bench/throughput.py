@@ -14,7 +14,10 @@ POST with 200 at once. Against it, alternately:
   checked with ``count_by_state()``). SQLite always; PostgreSQL too with ``--postgres``
   (in a throw-away schema ``bench_<random>``, dropped afterwards).
 
-Prints each run, the median of each kind and the ratio of medians (ccpush / bare).
+Prints each run (rate, and this process's CPU time per push over all its threads), the median
+of each kind, the ratio of medians (ccpush / bare) and the median of the per-round ratios, and
+the load average before and after: on a shared machine, other processes' load moves the
+rates, so compare runs of the same round and look at CPU per push too.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -51,6 +54,22 @@ from ccpush.store import Store, open_store
 INGEST_BATCH = 500
 HEADERS = {"Content-Type": CONTENT_TYPE}
 ZONE = parse_zone("+08:00")
+
+
+class Timing(NamedTuple):
+    seconds: float
+    """Wall time of the measured part."""
+    cpu: float
+    """CPU time of this process (every thread) in the measured part."""
+
+
+def clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> Timing:
+    return Timing(time.perf_counter() - start[0], time.process_time() - start[1])
+
 
 # The receiver: raw asyncio + uvloop, keep-alive, in its own process
 
@@ -170,7 +189,7 @@ def make_records(count: int) -> list[NewRecord]:
 # Bare aiohttp: the client's ceiling
 
 
-async def run_bare(url: str, body: bytes, total: int, concurrency: int) -> float:
+async def run_bare(url: str, body: bytes, total: int, concurrency: int) -> Timing:
     """Seconds for ``total`` POSTs by ``concurrency`` workers over one session."""
     remaining = total
 
@@ -185,9 +204,9 @@ async def run_bare(url: str, body: bytes, total: int, concurrency: int) -> float
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        began = time.perf_counter()
+        began = clocks()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        return time.perf_counter() - began
+        return since(began)
 
 
 # ccpush: ingest (untimed), then dispatch until every delivery is durably delivered
@@ -219,6 +238,8 @@ def bench_settings(store_url: str, data_dir: str, concurrency: int, batch_size: 
         concurrency=concurrency,
         per_host_concurrency=concurrency,
         batch_size=batch_size,
+        allowed_target_networks="127.0.0.0/8",
+        only_allowed_targets=True,
     )
 
 
@@ -229,7 +250,7 @@ async def ingest_all(store: Store, url: str, records: list[NewRecord]) -> None:
         await store.ingest(app.id, batch, now=datetime.now(UTC))
 
 
-async def run_ccpush(settings: Settings, url: str, records: list[NewRecord]) -> float:
+async def run_ccpush(settings: Settings, url: str, records: list[NewRecord]) -> Timing:
     """Seconds from ``service.start()`` until every record is durably delivered."""
     store = open_store(settings.store_url)
     await store.open()
@@ -240,11 +261,11 @@ async def run_ccpush(settings: Settings, url: str, records: list[NewRecord]) -> 
         raise
     counter = DeliveredCounter(len(records))
     service = Service(settings, store=store, listeners=[counter])
-    began = time.perf_counter()
+    began = clocks()
     await service.start()
     try:
         await asyncio.wait_for(counter.done.wait(), timeout=600)
-        elapsed = time.perf_counter() - began
+        elapsed = since(began)
         counts = await store.count_by_state()
     finally:
         await service.stop()
@@ -255,7 +276,7 @@ async def run_ccpush(settings: Settings, url: str, records: list[NewRecord]) -> 
 
 async def run_ccpush_sqlite(
     url: str, records: list[NewRecord], concurrency: int, batch_size: int
-) -> float:
+) -> Timing:
     with tempfile.TemporaryDirectory(prefix="ccpush-bench-") as tmp:
         store_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         settings = bench_settings(store_url, tmp, concurrency, batch_size)
@@ -264,7 +285,7 @@ async def run_ccpush_sqlite(
 
 async def run_ccpush_postgres(
     pg_url: str, url: str, records: list[NewRecord], concurrency: int, batch_size: int
-) -> float:
+) -> Timing:
     schema = f"bench_{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="ccpush-bench-") as tmp:
         settings = bench_settings(with_schema(pg_url, schema), tmp, concurrency, batch_size)
@@ -320,19 +341,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def report(
-    kinds: list[str], rates: dict[str, list[float]], args: argparse.Namespace
-) -> dict[str, Any]:
+def report(kinds: list[str], timings: dict[str, list[Timing]], n: int) -> dict[str, Any]:
+    rates = {kind: [n / t.seconds for t in timings[kind]] for kind in kinds}
+    cpu_us = {kind: [t.cpu / n * 1e6 for t in timings[kind]] for kind in kinds}
     medians = {kind: statistics.median(rates[kind]) for kind in kinds}
-    what = f"{args.records} pushes each, concurrency {args.concurrency}"
-    print(f"\nmedians of {args.repeat} runs, {what}:")
     for kind in kinds:
         spread = ", ".join(f"{rate:,.0f}" for rate in rates[kind])
-        print(f"  {kind:<16}{medians[kind]:>9,.0f} /s   (runs: {spread})")
-    ratios = {kind: medians[kind] / medians["bare"] for kind in kinds if kind != "bare"}
-    for kind, ratio in ratios.items():
-        print(f"  ratio {kind} / bare: {ratio:.2f}")
-    return {"medians_per_s": medians, "ratios": ratios}
+        cpu = statistics.median(cpu_us[kind])
+        print(f"  {kind:<16}{medians[kind]:>9,.0f} /s  {cpu:6.1f} us CPU/push   (runs: {spread})")
+    ratios, paired = {}, {}
+    for kind in kinds[1:]:
+        ratios[kind] = medians[kind] / medians["bare"]
+        pairs = [a / b for a, b in zip(rates[kind], rates["bare"], strict=True)]
+        paired[kind] = statistics.median(pairs)
+        print(
+            f"  ratio {kind} / bare: {ratios[kind]:.2f} (ratio of medians;"
+            f" median of per-round ratios {paired[kind]:.2f})"
+        )
+    return {
+        "per_s": rates,
+        "cpu_us_per_push": cpu_us,
+        "medians_per_s": medians,
+        "ratios": ratios,
+        "median_round_ratios": paired,
+    }
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -345,11 +377,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         print(f"payload: {len(body)} bytes; receiver {url} (pid {process.pid})")
         await run_bare(url, body, min(2_000, args.records), args.concurrency)  # warm-up
         runs = plan_runs(args, url, records, body)
-        rates = await measure(runs, args)
+        load_before = os.getloadavg()
+        timings = await measure(runs, args)
+        load_after = os.getloadavg()
     finally:
         process.kill()
         process.join()
-    summary = report(list(runs), rates, args)
+    what = f"{args.records} pushes each, concurrency {args.concurrency}"
+    print(f"\nmedians of {args.repeat} runs, {what}:")
+    summary = report(list(runs), timings, args.records)
+    loads = {"before": load_before, "after": load_after}
+    print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}")
     settings = {
         key: getattr(args, key) for key in ("records", "concurrency", "batch_size", "repeat")
     }
@@ -357,12 +395,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "machine": info,
         "payload_bytes": len(body),
         "settings": settings,
-        "runs": rates,
+        "load_average": loads,
         **summary,
     }
 
 
-Runner = Callable[[], Coroutine[Any, Any, float]]
+Runner = Callable[[], Coroutine[Any, Any, Timing]]
 
 
 def plan_runs(
@@ -379,18 +417,19 @@ def plan_runs(
     return runs
 
 
-async def measure(runs: dict[str, Runner], args: argparse.Namespace) -> dict[str, list[float]]:
-    rates: dict[str, list[float]] = {kind: [] for kind in runs}
+async def measure(runs: dict[str, Runner], args: argparse.Namespace) -> dict[str, list[Timing]]:
+    timings: dict[str, list[Timing]] = {kind: [] for kind in runs}
     for round_number in range(1, args.repeat + 1):
         for kind, run in runs.items():
-            seconds = await run()
-            rates[kind].append(args.records / seconds)
+            timing = await run()
+            timings[kind].append(timing)
             print(
                 f"run {round_number}/{args.repeat} {kind:<16}"
-                f"{args.records / seconds:>9,.0f} /s  ({seconds:.2f} s)",
+                f"{args.records / timing.seconds:>9,.0f} /s  ({timing.seconds:.2f} s,"
+                f" {timing.cpu / args.records * 1e6:.1f} us CPU/push)",
                 flush=True,
             )
-    return rates
+    return timings
 
 
 if __name__ == "__main__":

@@ -17,14 +17,15 @@ async def finish(
 ) -> None:
     retry_at = clock.now() + timedelta(minutes=30) if then is DeliveryState.PENDING else None
     done = Completion(
-        claimed=item, outcome=outcome(clock.now(), status), next_state=then, next_attempt_at=retry_at
+        claimed=item,
+        outcome=outcome(clock.now(), status),
+        next_state=then,
+        next_attempt_at=retry_at,
     )
     await store.complete([done], owner="w1")
 
 
-async def test_attempts_are_counted_by_outcome_per_period(
-    store: Store, clock: ManualClock
-) -> None:
+async def test_attempts_are_counted_by_outcome_per_period(store: Store, clock: ManualClock) -> None:
     start = clock.now()
     app = await store.create_app(name="a", push_url="http://127.0.0.1:9/x", now=start)
     other = await store.create_app(name="b", push_url="http://127.0.0.1:9/y", now=start)

@@ -14,10 +14,11 @@ from aiohttp.abc import AbstractResolver
 
 from ccpush.clock import Clock, SystemClock
 from ccpush.dispatcher import AttemptListener, Dispatcher, DispatchSettings
+from ccpush.errors import ConfigurationError
 from ccpush.record import parse_zone, zone_label
 from ccpush.replays import ReplayRunner
 from ccpush.sender import Sender, SenderLimits
-from ccpush.settings import Settings, check_admin_token
+from ccpush.settings import MIN_CONSOLE_SECRET_LENGTH, Settings, check_admin_token
 from ccpush.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -34,16 +35,31 @@ def resolve_admin_token(settings: Settings) -> AdminToken:
     """The configured token, else the one kept in the data directory, else a new one kept there."""
     if settings.admin_token is not None:
         return AdminToken(settings.admin_token.get_secret_value(), generated=False)
-    path = Path(settings.data_dir) / "admin-token"
-    if path.exists():
-        token = path.read_text().strip()
+    token, generated = _kept_secret(Path(settings.data_dir) / "admin-token", "ccpa_")
+    if not generated:
         check_admin_token(token)
-        return AdminToken(token, generated=False)
+    return AdminToken(token, generated=generated)
+
+
+def resolve_console_secret(settings: Settings) -> str:
+    """The key that signs console sessions: configured, else kept in the data directory."""
+    if settings.console_secret is not None:
+        return settings.console_secret.get_secret_value()
+    secret = _kept_secret(Path(settings.data_dir) / "console-secret", "ccps_")[0]
+    if len(secret) < MIN_CONSOLE_SECRET_LENGTH:
+        raise ConfigurationError(f"{settings.data_dir}/console-secret is too short to sign with")
+    return secret
+
+
+def _kept_secret(path: Path, prefix: str) -> tuple[str, bool]:
+    """The secret kept in ``path``, else a new one kept there (mode 0600); and whether new."""
+    if path.exists():
+        return path.read_text().strip(), False
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = "ccpa_" + secrets.token_urlsafe(32)
+    secret = prefix + secrets.token_urlsafe(32)
     path.touch(mode=0o600)
-    path.write_text(token + "\n")
-    return AdminToken(token, generated=True)
+    path.write_text(secret + "\n")
+    return secret, True
 
 
 class Service:

@@ -16,6 +16,7 @@ from ccpush.retry import RetrySchedule, parse_duration
 
 PLACEHOLDER_TOKENS = frozenset({"changeme", "change-me", "changethis", "secret", "admin", "token"})
 MIN_TOKEN_LENGTH = 24
+MIN_CONSOLE_SECRET_LENGTH = 32
 
 
 def default_data_dir() -> Path:
@@ -60,6 +61,11 @@ class Settings(BaseSettings):
     private...), e.g. ``10.20.0.0/16, fd00:1::/64``. Default: none."""
     only_allowed_targets: bool = False
     """Pushes reach only ``allowed_target_networks``, global addresses included."""
+    console_secret: SecretStr | None = None
+    """Signs the web console's session cookies. If unset, generated on first use and kept in
+    ``<data_dir>/console-secret``; set it when several ``serve`` processes share a domain."""
+    console_secure_cookie: bool | None = None
+    """Mark the console's cookie ``Secure``. Default: when the request came over https."""
     log_level: str = "INFO"
 
     @field_validator("retry_schedule")
@@ -84,6 +90,13 @@ class Settings(BaseSettings):
     @classmethod
     def _target_networks(cls, value: str) -> str:
         TargetPolicy.parse(value)
+        return value
+
+    @field_validator("console_secret")
+    @classmethod
+    def _console_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_CONSOLE_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_CONSOLE_SECRET_LENGTH} characters")
         return value
 
     @field_validator("admin_token")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from starlette.types import Scope
 
 from ccpush import __version__
@@ -49,6 +50,11 @@ def create_api(service: Service, *, admin_token: str) -> FastAPI:
     install_error_handlers(api)
     for module in (accounts, apps, records):
         api.include_router(module.router, responses=ERRORS)
+
+    from ccpush.web import create_console  # the console uses the API's auth: import it late
+
+    api.mount("/console", create_console(api), name="console")
+    api.add_api_route("/", lambda: RedirectResponse("/console/"), include_in_schema=False)
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -19,6 +19,7 @@ from ccpush.api.errors import ApiError
 from ccpush.api.limits import RateLimiter
 from ccpush.models import ApiKey, KeyScope
 from ccpush.service import Service
+from ccpush.store import Store
 
 KEY_PREFIX = "ccpk_"
 
@@ -93,13 +94,17 @@ async def _identify(request: Request) -> Caller | None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return None
-    expected: str = request.app.state.admin_token
-    if hmac.compare_digest(token.encode(), expected.encode()):
+    service: Service = request.app.state.service
+    return await caller_for(token, admin_token=request.app.state.admin_token, store=service.store)
+
+
+async def caller_for(token: str, *, admin_token: str, store: Store) -> Caller | None:
+    """Who ``token`` is (the admin token, or an unrevoked key), or None."""
+    if hmac.compare_digest(token.encode(), admin_token.encode()):
         return Caller(account_id=None, scope=None)
     if not token.startswith(KEY_PREFIX):
         return None
-    service: Service = request.app.state.service
-    key: ApiKey | None = await service.store.key_by_hash(hash_secret(token))
+    key: ApiKey | None = await store.key_by_hash(hash_secret(token))
     if key is None:
         return None
     return Caller(account_id=key.account_id, scope=key.scope, key_id=key.id)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
-
 from fastapi import APIRouter, Response, status
 
+from ccpush.actions import send_test_push, target_problem
 from ccpush.api.auth import Manager
 from ccpush.api.deps import ServiceDep
 from ccpush.api.errors import ApiError, invalid
 from ccpush.api.schemas import AppCreate, AppOut, AppPatch, SigningOut, TestPushOut
-from ccpush.guard import check_target
-from ccpush.record import CallRecord, Problem
+from ccpush.record import Problem
 from ccpush.service import Service
 from ccpush.signing import generate_secret
 from ccpush.store.base import DEFAULT_ACCOUNT, UNSET
@@ -72,9 +70,9 @@ async def _check_target(service: Service, push_url: str | None) -> None:
     """Refuse an address that pushes may not reach (checked again at every push)."""
     if push_url is None:
         return
-    reason = await check_target(push_url, service.settings.target_policy, service.resolver)
-    if reason is not None:
-        raise invalid([Problem(field="pushUrl", reason=f"cannot be pushed to: {reason}")])
+    problem = await target_problem(service, push_url)
+    if problem is not None:
+        raise invalid([Problem(field="pushUrl", reason=problem)])
 
 
 @router.delete("/apps/{app_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -117,14 +115,8 @@ async def test_push(app_id: str, caller: Manager, service: ServiceDep) -> TestPu
     app = await service.store.get_app(app_id, caller.account_id)
     if app.push_url is None:
         raise ApiError(409, "no_push_address", "the app has no push address to test")
-    record = sample_record(service)
-    body = record.push_body()
-    keys = await service.store.signing_keys(app.id) if app.signing else None
-    signing = keys.active(service.clock.now()) if keys else ()
-    outcome = await service.sender.send(
-        app.push_url, body, service.dispatcher.test_headers(signing, body)
-    )
-    return TestPushOut.of(outcome, record)
+    trial = await send_test_push(service, app, app.push_url)
+    return TestPushOut.of(trial.outcome, trial.record)
 
 
 @router.get("/apps/{app_id}/signing-secret")
@@ -146,32 +138,3 @@ async def rotate_signing_secret(app_id: str, caller: Manager, service: ServiceDe
         account_id=caller.account_id,
     )
     return SigningOut.of(keys)
-
-
-def sample_record(service: Service) -> CallRecord:
-    """A plausible answered outgoing call, timed now in the record time zone."""
-    now = service.clock.now().astimezone(service.zone).replace(microsecond=0, tzinfo=None)
-    fmt = "%Y-%m-%d %H:%M:%S"
-    return CallRecord(
-        callId="test-" + secrets.token_hex(6),
-        callSessionId="test-" + secrets.token_hex(8),
-        called="8613800138000",
-        caller="8613900139000",
-        ccode="86",
-        ccodeName="China",
-        agentName="Test agent",
-        agentGroupName="Test group",
-        agentAccount="test@ccpush",
-        callDuration=0,
-        callType=3,
-        hangupCode="200",
-        hangupReason=1,
-        hangingDirection=0,
-        labels=["ccpush test push"],
-        baseCost="0.0000",
-        cost="0.0000",
-        remark="This is a test push from ccpush; it is not a real call.",
-        callStartTime=now.strftime(fmt),
-        answerTime=now.strftime(fmt),
-        callEndTime=now.strftime(fmt),
-    )

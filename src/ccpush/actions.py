@@ -1,0 +1,69 @@
+"""What the API and the web console both do to a voice application: check a push address,
+and send a test push."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from ccpush.guard import check_target
+from ccpush.models import App, Outcome
+from ccpush.record import CallRecord
+from ccpush.service import Service
+
+
+async def target_problem(service: Service, push_url: str) -> str | None:
+    """Why pushes may not go to this address, or None (pushes are checked again when made)."""
+    reason = await check_target(push_url, service.settings.target_policy, service.resolver)
+    return None if reason is None else f"cannot be pushed to: {reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class PushTrial:
+    """A test push: the sample record sent, and what the receiver made of it."""
+
+    outcome: Outcome
+    record: CallRecord
+
+
+async def send_test_push(service: Service, app: App, push_url: str) -> PushTrial:
+    """Push a sample record to ``push_url`` now, signed as the app's pushes are.
+
+    The push carries the header ``ccpush-test: true``; it is not stored or counted."""
+    record = sample_record(service)
+    body = record.push_body()
+    keys = await service.store.signing_keys(app.id) if app.signing else None
+    signing = keys.active(service.clock.now()) if keys else ()
+    outcome = await service.sender.send(
+        push_url, body, service.dispatcher.test_headers(signing, body)
+    )
+    return PushTrial(outcome, record)
+
+
+def sample_record(service: Service) -> CallRecord:
+    """A plausible answered outgoing call, timed now in the record time zone."""
+    now = service.clock.now().astimezone(service.zone).replace(microsecond=0, tzinfo=None)
+    fmt = "%Y-%m-%d %H:%M:%S"
+    return CallRecord(
+        callId="test-" + secrets.token_hex(6),
+        callSessionId="test-" + secrets.token_hex(8),
+        called="8613800138000",
+        caller="8613900139000",
+        ccode="86",
+        ccodeName="China",
+        agentName="Test agent",
+        agentGroupName="Test group",
+        agentAccount="test@ccpush",
+        callDuration=0,
+        callType=3,
+        hangupCode="200",
+        hangupReason=1,
+        hangingDirection=0,
+        labels=["ccpush test push"],
+        baseCost="0.0000",
+        cost="0.0000",
+        remark="This is a test push from ccpush; it is not a real call.",
+        callStartTime=now.strftime(fmt),
+        answerTime=now.strftime(fmt),
+        callEndTime=now.strftime(fmt),
+    )
