@@ -1,5 +1,5 @@
 """What the API and the web console both do to a voice application: check a push address,
-and send a test push."""
+send a test push, pause and resume."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ccpush.guard import check_target
 from ccpush.models import App, Outcome
 from ccpush.record import CallRecord
 from ccpush.service import Service
+from ccpush.upkeep import resume
 
 
 async def target_problem(service: Service, push_url: str) -> str | None:
@@ -67,3 +68,20 @@ def sample_record(service: Service) -> CallRecord:
         answerTime=now.strftime(fmt),
         callEndTime=now.strftime(fmt),
     )
+
+
+async def pause_app(service: Service, app_id: str, account_id: str | None) -> App:
+    """Stop pushing; what arrives meanwhile is kept (held) and pushed on resume."""
+    return await service.store.update_app(
+        app_id, now=service.clock.now(), account_id=account_id, paused=True
+    )
+
+
+async def resume_app(service: Service, app_id: str, account_id: str | None) -> App:
+    """Push again: what was held first, and, for an app ccpush paused because its address
+    kept failing, the records that failed meanwhile (as a replay)."""
+    app, replay = await resume(service.store, service.clock, app_id, account_id)
+    service.dispatcher.wake()
+    if replay is not None:
+        service.replays.wake()
+    return app

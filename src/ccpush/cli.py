@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -54,6 +53,10 @@ Concurrency = Annotated[
     typer.Option(envvar="CCPUSH_CONCURRENCY", help="Pushes in flight at once [default: 128]"),
 ]
 LogLevel = Annotated[str | None, typer.Option(envvar="CCPUSH_LOG_LEVEL", help="[default: INFO]")]
+LogFormat = Annotated[
+    str | None,
+    typer.Option(envvar="CCPUSH_LOG_FORMAT", help="text, or json: one object per line"),
+]
 
 
 def _settings(**given: Any) -> Settings:
@@ -74,12 +77,10 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _logging(settings: Settings) -> None:
+    from ccpush.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
 
 
 @app.command()
@@ -92,10 +93,11 @@ def serve(
     push_timeout: PushTimeout = None,
     concurrency: Concurrency = None,
     log_level: LogLevel = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run the API and the dispatcher in one process."""
     settings = _settings(**locals())
-    _logging(settings.log_level)
+    _logging(settings)
     _run(_serve(settings))
 
 
@@ -123,9 +125,14 @@ async def _serve(settings: Settings) -> None:
     service = Service(settings)
     api = create_api(service, admin_token=token.value)
     config = uvicorn.Config(
-        api, host=settings.host, port=settings.port, log_level=settings.log_level.lower()
+        api,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn logs through ccpush's handler (text or JSON)
     )
     server = Server(config)
+    typer.echo(f"Console: http://{settings.host}:{settings.port}/console/", err=True)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, setattr, server, "should_exit", True)
@@ -141,10 +148,11 @@ def worker(
     push_timeout: PushTimeout = None,
     concurrency: Concurrency = None,
     log_level: LogLevel = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run only the dispatcher (start several, on PostgreSQL, to scale out)."""
     settings = _settings(**locals())
-    _logging(settings.log_level)
+    _logging(settings)
     _run(_worker(settings))
 
 

@@ -15,11 +15,14 @@ from aiohttp.abc import AbstractResolver
 from ccpush.clock import Clock, SystemClock
 from ccpush.dispatcher import AttemptListener, Dispatcher, DispatchSettings
 from ccpush.errors import ConfigurationError
+from ccpush.logs import log_attempt
+from ccpush.metrics import Metrics
 from ccpush.record import parse_zone, zone_label
 from ccpush.replays import ReplayRunner
 from ccpush.sender import Sender, SenderLimits
 from ccpush.settings import MIN_CONSOLE_SECRET_LENGTH, Settings, check_admin_token
 from ccpush.store import Store, open_store
+from ccpush.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ class Service:
         self.store = store or open_store(settings.store_url)
         self.zone = parse_zone(settings.record_timezone)
         self.resolver = resolver
+        self.metrics = Metrics()
         """The DNS resolver the target guard wraps (None: aiohttp's threaded resolver)."""
         self.sender = Sender(
             self.clock,
@@ -104,7 +108,7 @@ class Service:
                 poll_interval=settings.poll_interval,
                 record_timezone=zone_label(self.zone),
             ),
-            listeners=listeners or [],
+            listeners=[self.metrics.count_attempt, log_attempt, *(listeners or [])],
         )
         self.replays = ReplayRunner(
             self.store,
@@ -114,6 +118,7 @@ class Service:
             lease=settings.lease_delta,
             poll_interval=settings.poll_interval,
         )
+        self.upkeep = Upkeep(self.store, self.clock, settings.upkeep)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -129,6 +134,7 @@ class Service:
             self._tasks = [
                 asyncio.create_task(self.dispatcher.run(self._stop), name="ccpush-dispatcher"),
                 asyncio.create_task(self.replays.run(self._stop), name="ccpush-replays"),
+                asyncio.create_task(self.upkeep.run(self._stop), name="ccpush-upkeep"),
             ]
 
     async def stop(self) -> None:
@@ -146,6 +152,11 @@ class Service:
 
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
+
+    @property
+    def dispatching(self) -> bool:
+        """Whether this process pushes (its dispatching tasks run and none has failed)."""
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     async def wait_dispatcher(self) -> None:
         """Return when dispatching stops (raising what stopped it, if it failed)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ccpush.guard import TargetPolicy
 from ccpush.record import parse_zone
 from ccpush.retry import RetrySchedule, parse_duration
+from ccpush.upkeep import UpkeepSettings
 
 PLACEHOLDER_TOKENS = frozenset({"changeme", "change-me", "changethis", "secret", "admin", "token"})
 MIN_TOKEN_LENGTH = 24
@@ -66,12 +67,28 @@ class Settings(BaseSettings):
     ``<data_dir>/console-secret``; set it when several ``serve`` processes share a domain."""
     console_secure_cookie: bool | None = None
     """Mark the console's cookie ``Secure``. Default: when the request came over https."""
+    retention_days: Annotated[int, Field(ge=0)] = 0
+    """Delete records (with their attempts) received more than this many days ago, once
+    nothing waits to be pushed for them; 0 keeps them for ever."""
+    auto_pause_after: str = "3d"
+    """Pause an app whose every push has failed for this long (its records are kept);
+    ``off`` never pauses."""
+    upkeep_interval: Annotated[float, Field(gt=0)] = 60.0
+    """Seconds between rounds of retention and automatic pausing."""
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("retry_schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
         RetrySchedule.parse(value)
+        return value
+
+    @field_validator("auto_pause_after")
+    @classmethod
+    def _auto_pause(cls, value: str) -> str:
+        if value.strip().lower() != "off":
+            parse_duration(value)
         return value
 
     @field_validator("lease", "rotation_overlap")
@@ -122,6 +139,15 @@ class Settings(BaseSettings):
     @property
     def lease_delta(self) -> timedelta:
         return parse_duration(self.lease)
+
+    @property
+    def upkeep(self) -> UpkeepSettings:
+        after = self.auto_pause_after.strip().lower()
+        return UpkeepSettings(
+            retention=timedelta(days=self.retention_days) if self.retention_days else None,
+            auto_pause_after=None if after == "off" else parse_duration(after),
+            interval=self.upkeep_interval,
+        )
 
     @property
     def rotation_overlap_delta(self) -> timedelta:

@@ -12,7 +12,7 @@ from starlette.types import Scope
 from ccpush import __version__
 from ccpush.api.errors import install_error_handlers
 from ccpush.api.limits import BodyLimit, RateLimiter, failure_limiter
-from ccpush.api.routes import accounts, apps, records
+from ccpush.api.routes import accounts, apps, operations, records
 from ccpush.api.schemas import ErrorOut
 from ccpush.record import CallRecord
 from ccpush.service import Service
@@ -56,9 +56,7 @@ def create_api(service: Service, *, admin_token: str) -> FastAPI:
     api.mount("/console", create_console(api), name="console")
     api.add_api_route("/", lambda: RedirectResponse("/console/"), include_in_schema=False)
 
-    @api.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    api.include_router(operations.router)
 
     _publish_record_schema(api)
     return api

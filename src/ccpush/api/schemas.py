@@ -129,6 +129,10 @@ class AppOut(Schema):
     paused: bool
     pushing: bool = Field(description="An address is set and pushing is not paused")
     signing: bool = Field(description="Pushes carry a webhook-signature header")
+    paused_reason: str | None = Field(description="Why ccpush paused the app, if it did")
+    failing_since: datetime | None = Field(
+        description="Since when every push to the address has failed (null: it works)"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -142,6 +146,8 @@ class AppOut(Schema):
             paused=app.paused,
             pushing=app.pushing,
             signing=app.signing,
+            paused_reason=app.paused_reason,
+            failing_since=app.failing_since,
             created_at=app.created_at,
             updated_at=app.updated_at,
         )

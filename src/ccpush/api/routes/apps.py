@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from ccpush.actions import send_test_push, target_problem
+from ccpush.actions import pause_app, resume_app, send_test_push, target_problem
 from ccpush.api.auth import Manager
 from ccpush.api.deps import ServiceDep
 from ccpush.api.errors import ApiError, invalid
@@ -53,13 +53,15 @@ async def update_app(app_id: str, body: AppPatch, caller: Manager, service: Serv
         if field in given and getattr(body, field) is None:
             raise ApiError(422, "invalid_request", f"{field} cannot be null")
     await _check_target(service, body.push_url)
+    if body.paused is False:
+        await resume_app(service, app_id, caller.account_id)
     app = await service.store.update_app(
         app_id,
         now=service.clock.now(),
         account_id=caller.account_id,
         name=body.name if body.name is not None else UNSET,
         push_url=body.push_url if "push_url" in given else UNSET,
-        paused=body.paused if body.paused is not None else UNSET,
+        paused=True if body.paused else UNSET,
         signing=body.signing if body.signing is not None else UNSET,
     )
     service.dispatcher.wake()
@@ -85,23 +87,14 @@ async def delete_app(app_id: str, caller: Manager, service: ServiceDep) -> Respo
 @router.post("/apps/{app_id}/pause")
 async def pause(app_id: str, caller: Manager, service: ServiceDep) -> AppOut:
     """Stop pushing. Records that arrive meanwhile are kept and pushed on resume."""
-    return await _set_paused(service, app_id, caller.account_id, paused=True)
+    return AppOut.of(await pause_app(service, app_id, caller.account_id))
 
 
 @router.post("/apps/{app_id}/resume")
 async def resume(app_id: str, caller: Manager, service: ServiceDep) -> AppOut:
-    """Push again, starting with what was held while paused."""
-    return await _set_paused(service, app_id, caller.account_id, paused=False)
-
-
-async def _set_paused(
-    service: Service, app_id: str, account_id: str | None, *, paused: bool
-) -> AppOut:
-    app = await service.store.update_app(
-        app_id, now=service.clock.now(), account_id=account_id, paused=paused
-    )
-    service.dispatcher.wake()
-    return AppOut.of(app)
+    """Push again, starting with what was held while paused. If ccpush paused the app
+    because its address kept failing, the records that failed meanwhile are replayed."""
+    return AppOut.of(await resume_app(service, app_id, caller.account_id))
 
 
 @router.post(

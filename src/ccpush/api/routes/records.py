@@ -75,6 +75,7 @@ async def ingest_records(
         app_id, records, now=service.clock.now(), account_id=caller.account_id
     )
     service.dispatcher.wake()
+    service.metrics.count_ingested(results)
     accepted = sum(result.accepted for result in results)
     return IngestOut(
         accepted=accepted,

@@ -9,7 +9,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ccpush.actions import PushTrial, send_test_push, target_problem
+from ccpush.actions import PushTrial, pause_app, resume_app, send_test_push, target_problem
 from ccpush.api.schemas import check_push_url
 from ccpush.models import WAITING, App, AttemptBucket
 from ccpush.service import Service
@@ -155,14 +155,14 @@ async def clear_address(request: Request, console: ConsoleDep, app: AppDep) -> R
 @router.post("/apps/{app_id}/pause")
 async def pause(request: Request, console: ConsoleDep, app: AppDep) -> Response:
     service = console.service
-    await service.store.update_app(app.id, now=service.clock.now(), paused=True)
+    await pause_app(service, app.id, None)
     return _changed(request, console, app, "paused")
 
 
 @router.post("/apps/{app_id}/resume")
 async def resume(request: Request, console: ConsoleDep, app: AppDep) -> Response:
     service = console.service
-    await service.store.update_app(app.id, now=service.clock.now(), paused=False)
+    await resume_app(service, app.id, None)
     return _changed(request, console, app, "resumed")
 
 
