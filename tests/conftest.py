@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from ccpush.clock import ManualClock
+from ccpush.service import Service
 from ccpush.store import Store, open_store
+from tests.api_client import Api
+from tests.helpers import make_service
 from tests.receiver import Receiver
 
 POSTGRES_URL = os.environ.get(
@@ -130,6 +134,23 @@ async def store(db_url: str) -> AsyncIterator[Store]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def service(tmp_path: Path, db_url: str, clock: ManualClock) -> AsyncIterator[Service]:
+    """A service on a fresh store, its clock injected, not dispatching by itself: tests
+    push what is due with ``service.dispatcher.run_until_idle()``."""
+    service = make_service(tmp_path, db_url, clock)
+    await service.start(dispatch=False)
+    yield service
+    await service.stop()
+
+
+@pytest.fixture
+async def admin(service: Service) -> AsyncIterator[httpx.AsyncClient]:
+    """The API of ``service``, called in-process with the operator's token."""
+    async with Api(service).client() as client:
+        yield client
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 
 from ccpush.clock import ManualClock
 from ccpush.service import Service
-from tests.api_client import Api, ok
+from tests.api_client import ok
 from tests.conftest import minimal_record
 from tests.helpers import make_service
 
@@ -125,12 +125,6 @@ async def service(tmp_path: Path, db_url: str, now_clock: ManualClock) -> AsyncI
     await service.start(dispatch=False)
     yield service
     await service.stop()
-
-
-@pytest.fixture
-async def admin(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    async with Api(service).client() as client:
-        yield client
 
 
 async def new_app(admin: httpx.AsyncClient, name: str) -> tuple[str, str]:

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
-import pytest
 
 from ccpush.clock import ManualClock
 from ccpush.service import Service
-from tests.api_client import Api, ok
+from tests.api_client import ok
 from tests.conftest import minimal_record
-from tests.helpers import make_service
 from tests.receiver import Receiver, always, fail_first
-
-
-@pytest.fixture
-async def service(tmp_path: Path, db_url: str, clock: ManualClock) -> AsyncIterator[Service]:
-    service = make_service(tmp_path, db_url, clock)
-    await service.start(dispatch=False)
-    yield service
-    await service.stop()
-
-
-@pytest.fixture
-async def admin(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    async with Api(service).client() as client:
-        yield client
 
 
 async def new_app(admin: httpx.AsyncClient, push_url: str | None) -> str:

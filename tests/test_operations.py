@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,14 +24,6 @@ from tests.api_client import Api, ok
 from tests.conftest import minimal_record
 from tests.helpers import make_service, new_record
 from tests.receiver import Receiver, Reply, always
-
-
-@pytest.fixture
-async def service(tmp_path: Path, db_url: str, clock: ManualClock) -> AsyncIterator[Service]:
-    service = make_service(tmp_path, db_url, clock)
-    await service.start(dispatch=False)
-    yield service
-    await service.stop()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

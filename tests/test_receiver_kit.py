@@ -11,7 +11,6 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -81,20 +80,6 @@ class Inbox:
         kept = self.calls.get(record.call_session_id)
         if kept is None or kept[0] < version:
             self.calls[record.call_session_id] = (version, record)
-
-
-@pytest.fixture
-async def service(tmp_path: Path, db_url: str, clock: ManualClock) -> AsyncIterator[Service]:
-    service = make_service(tmp_path, db_url, clock)
-    await service.start(dispatch=False)
-    yield service
-    await service.stop()
-
-
-@pytest.fixture
-async def admin(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    async with Api(service).client() as client:
-        yield client
 
 
 async def app_with_secret(admin: httpx.AsyncClient, url: str, **fields: Any) -> tuple[str, str]:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-
-import pytest
 
 from ccpush.clock import ManualClock
 from ccpush.models import DeliveryState, ErrorKind
@@ -14,14 +11,6 @@ from ccpush.service import Service
 from tests.conftest import minimal_record
 from tests.helpers import make_service, new_record
 from tests.receiver import Receiver, always, fail_first
-
-
-@pytest.fixture
-async def service(tmp_path: Path, db_url: str, clock: ManualClock) -> AsyncIterator[Service]:
-    service = make_service(tmp_path, db_url, clock)
-    await service.start(dispatch=False)
-    yield service
-    await service.stop()
 
 
 async def push_one(service: Service, receiver: Receiver, session_id: str = "s1") -> str:

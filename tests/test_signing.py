@@ -14,7 +14,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from ccpush.clock import ManualClock
 from ccpush.service import Service
 from ccpush.signing import generate_secret, sign
-from tests.api_client import Api, ok
+from tests.api_client import ok
 from tests.conftest import minimal_record
 from tests.helpers import make_service
 from tests.receiver import Push, Receiver, fail_first
@@ -31,12 +31,6 @@ async def service(tmp_path: Path, db_url: str, now_clock: ManualClock) -> AsyncI
     await service.start(dispatch=False)
     yield service
     await service.stop()
-
-
-@pytest.fixture
-async def admin(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    async with Api(service).client() as client:
-        yield client
 
 
 async def app_with_secret(admin: httpx.AsyncClient, url: str) -> tuple[str, str]:

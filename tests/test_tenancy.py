@@ -3,19 +3,15 @@ ingest-only key. Another account's objects answer 404 and stay as they were."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from ccpush.clock import ManualClock
 from ccpush.service import Service
 from tests.api_client import Api, ok
 from tests.conftest import minimal_record
-from tests.helpers import make_service
 from tests.receiver import Receiver
 
 
@@ -32,14 +28,6 @@ class World:
     app_a: str
     app_b: str
     replay_a: str
-
-
-@pytest.fixture
-async def service(tmp_path: Path, db_url: str, clock: ManualClock) -> AsyncIterator[Service]:
-    service = make_service(tmp_path, db_url, clock)
-    await service.start(dispatch=False)
-    yield service
-    await service.stop()
 
 
 async def make_key(admin: httpx.AsyncClient, account: str, scope: str = "manage") -> dict[str, Any]:

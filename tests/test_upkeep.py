@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
-
-import pytest
 
 from ccpush.clock import ManualClock
 from ccpush.models import DeliveryState
 from ccpush.service import Service
 from ccpush.upkeep import Upkeep, UpkeepSettings, resume
 from tests.conftest import minimal_record
-from tests.helpers import make_service, new_record
+from tests.helpers import new_record
 from tests.receiver import Receiver, always
-
-
-@pytest.fixture
-async def service(tmp_path: Path, db_url: str, clock: ManualClock) -> AsyncIterator[Service]:
-    service = make_service(tmp_path, db_url, clock)
-    await service.start(dispatch=False)
-    yield service
-    await service.stop()
 
 
 async def ingest(service: Service, app_id: str, *sids: str) -> None:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from ccpush.clock import ManualClock
 from ccpush.models import NewRecord
 from ccpush.service import Service
 from ccpush.store.base import Latest, plan_ingest
-from tests.api_client import Api, ok
+from tests.api_client import ok
 from tests.conftest import minimal_record
-from tests.helpers import make_service
 from tests.receiver import Receiver
 
 
@@ -49,20 +45,6 @@ def test_the_ingest_plan(
     got = [(r.call_session_id, r.status.value, r.sequence, r.version) for r in plan.results]
     assert got == expected
     assert plan.last_sequence == 10 + len(plan.versions)
-
-
-@pytest.fixture
-async def service(tmp_path: Path, db_url: str, clock: ManualClock) -> AsyncIterator[Service]:
-    service = make_service(tmp_path, db_url, clock)
-    await service.start(dispatch=False)
-    yield service
-    await service.stop()
-
-
-@pytest.fixture
-async def admin(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    async with Api(service).client() as client:
-        yield client
 
 
 async def send(

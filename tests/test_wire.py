@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from ccpush.clock import ManualClock
 from ccpush.service import Service
 from tests.conftest import minimal_record, sample_record
-from tests.helpers import make_service, new_record
+from tests.helpers import new_record
 from tests.receiver import Receiver
 
 # The contract's fields, in its order, copied from the push document.
@@ -22,14 +17,6 @@ CONTRACT_FIELDS = [
     "callStartTime", "answerTime", "callEndTime", "voiceUrl",
 ]  # fmt: skip
 INTEGERS = {"callDuration", "callType", "hangupReason", "hangingDirection"}
-
-
-@pytest.fixture
-async def service(tmp_path: Path, db_url: str, clock: ManualClock) -> AsyncIterator[Service]:
-    service = make_service(tmp_path, db_url, clock)
-    await service.start(dispatch=False)
-    yield service
-    await service.stop()
 
 
 async def deliver(service: Service, receiver: Receiver, *records: dict[str, Any]) -> None:
