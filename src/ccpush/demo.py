@@ -43,8 +43,9 @@ import uvicorn
 from aiohttp import web
 
 from ccpush.api import create_api
+from ccpush.codes import HangupReason
 from ccpush.models import WAITING, Completion, DeliveryState
-from ccpush.record import CONTENT_TYPE, TIME_FORMAT, HangupReason
+from ccpush.record import CONTENT_TYPE, TIME_FORMAT
 from ccpush.service import Service
 from ccpush.settings import Settings
 

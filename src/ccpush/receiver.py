@@ -74,6 +74,8 @@ from enum import IntEnum
 from typing import Any, Final, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ccpush.codes import CallType, HangingDirection, HangupReason
+
 __all__ = [
     "CONTRACT_FIELDS",
     "DEFAULT_TIMEZONE",
@@ -154,34 +156,6 @@ class ReconciliationError(ReceiverError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-# The contract's enums (the values ccpush documents; others arrive as plain ints)
-
-
-class CallType(IntEnum):
-    GROUP_CALL_TO_AGENT = 1
-    INCOMING = 2
-    OUTGOING = 3
-
-
-class HangupReason(IntEnum):
-    OUTGOING_NOT_ANSWERED = 0
-    OUTGOING_HUNG_UP = 1
-    TRANSFER_RINGING_HUNG_UP = 2
-    TRANSFER_SUCCESSFUL_HUNG_UP = 3
-    CALL_ABNORMALITY = 4
-    CALLED_OPERATOR_NO_SERVICE = 5
-    CALLED_NOT_IN_SERVICE_AREA = 6
-    CALLED_BUSY = 7
-    INCOMING_NOT_ANSWERED = 8
-    INCOMING_HUNG_UP = 9
-
-
-class HangingDirection(IntEnum):
-    CUSTOMER = 0
-    AGENT = 1
-    SYSTEM = 3
 
 
 # Verifying

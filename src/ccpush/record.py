@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from enum import IntEnum
 from typing import Annotated, Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,31 +36,6 @@ from pydantic import (
 
 TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 CONTENT_TYPE: Final = "application/json;charset=UTF-8"
-
-
-class CallType(IntEnum):
-    GROUP_CALL_TO_AGENT = 1
-    INCOMING = 2
-    OUTGOING = 3
-
-
-class HangupReason(IntEnum):
-    OUTGOING_NOT_ANSWERED = 0
-    OUTGOING_HUNG_UP = 1
-    TRANSFER_RINGING_HUNG_UP = 2
-    TRANSFER_SUCCESSFUL_HUNG_UP = 3
-    CALL_ABNORMALITY = 4
-    CALLED_OPERATOR_NO_SERVICE = 5
-    CALLED_NOT_IN_SERVICE_AREA = 6
-    CALLED_BUSY = 7
-    INCOMING_NOT_ANSWERED = 8
-    INCOMING_HUNG_UP = 9
-
-
-class HangingDirection(IntEnum):
-    CUSTOMER = 0
-    AGENT = 1
-    SYSTEM = 3
 
 
 _TIME_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
