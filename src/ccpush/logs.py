@@ -43,6 +43,8 @@ def configure_logging(level: str, fmt: LogFormat) -> None:
 def log_attempt(done: Completion) -> None:
     """An ``AttemptListener``: a failed attempt at INFO, a delivered one at DEBUG."""
     outcome, claimed = done.outcome, done.claimed
+    if outcome.ok and not log.isEnabledFor(logging.DEBUG):
+        return  # the hot path: most attempts succeed, and DEBUG is off
     fields = {
         "app_id": claimed.app_id,
         "delivery_id": claimed.delivery_id,

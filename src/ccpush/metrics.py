@@ -45,6 +45,7 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+        self._attempt_counters: dict[tuple[str, str, str], Counter] = {}
         self.oldest_due = Gauge(
             "ccpush_oldest_due_age_seconds",
             "How long the oldest due delivery has waited (0: none is late)",
@@ -56,14 +57,19 @@ class Metrics:
             self.ingested.labels(result.status.value).inc()
 
     def count_attempt(self, done: Completion) -> None:
-        """An ``AttemptListener``: called for every attempt written."""
+        """An ``AttemptListener``: called for every attempt written (on the hot path: the
+        labelled counters are looked up once per combination, not once per attempt)."""
         outcome = done.outcome
         status = outcome.status_code
-        self.attempts.labels(
-            outcome=_outcome(done),
-            status_class=f"{status // 100}xx" if status else "none",
-            error_kind=outcome.error_kind.value if outcome.error_kind else "",
-        ).inc()
+        key = (
+            _outcome(done),
+            f"{status // 100}xx" if status else "none",
+            outcome.error_kind.value if outcome.error_kind else "",
+        )
+        counter = self._attempt_counters.get(key)
+        if counter is None:
+            counter = self._attempt_counters[key] = self.attempts.labels(*key)
+        counter.inc()
         self.latency.observe(outcome.duration_ms / 1000)
 
     async def render(self, store: Store, clock: Clock) -> bytes:
