@@ -35,6 +35,13 @@ from ccpush.record import CONTENT_TYPE
 
 VERDICTS_KEPT: Final = 4096
 USER_AGENT: Final = f"ccpush/{__version__}"
+PUSH_HEADERS: Final = {
+    "Content-Type": CONTENT_TYPE,
+    "User-Agent": USER_AGENT,
+    # The answer is only excerpted, never decompressed: ask for it as is. (Given per
+    # request rather than as session defaults, which the client merges header by header.)
+    "Accept-Encoding": "identity",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,9 +103,7 @@ class Sender:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=limits.timeout, connect=limits.connect_timeout),
-            headers={"User-Agent": USER_AGENT},
-            auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding",),
+            auto_decompress=False,  # see PUSH_HEADERS: answers come uncompressed
             trust_env=False,  # no proxy from the environment: the guard checks the target
         )
 
@@ -110,28 +115,43 @@ class Sender:
             await self._guarded.close()
             self._guarded = None
 
-    async def send(self, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
-        """POST ``body`` to ``url`` once. A 2xx answer is success; anything else is not."""
-        if self._session is None:
+    async def send(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        started_at: datetime | None = None,
+    ) -> Outcome:
+        """POST ``body`` to ``url`` once. A 2xx answer is success; anything else is not.
+
+        ``headers`` are sent with ``PUSH_HEADERS`` unless they hold them already (the
+        dispatcher's do: one dictionary per push, not two). ``started_at``: when the attempt
+        started, if the caller just read the clock (default: now)."""
+        session = self._session
+        if session is None:
             raise RuntimeError("the sender is not started")
-        started_at = self.clock.now()
+        if started_at is None:
+            started_at = self.clock.now()
         began = time.perf_counter()
         status: int | None = None
         excerpt: str | None = None
         kind: ErrorKind | None
-        refused = self._refusal(url)
+        error: str | None
+        refused = self._verdicts[url] if url in self._verdicts else self._refusal(url)
         if refused is not None:
             return self._outcome(started_at, began, ErrorKind.BLOCKED, refused)
+        if "User-Agent" not in headers:
+            headers = {**PUSH_HEADERS, **headers}
         try:
-            async with self._session.post(
-                url,
-                data=body,
-                headers={"Content-Type": CONTENT_TYPE, **headers},
-                allow_redirects=False,
+            async with session.post(
+                url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
-                excerpt = await self._excerpt(response)
-                kind, error = _judge(response)
+                data = await response.content.read(self.limits.excerpt_bytes)
+                if data:
+                    excerpt = data.decode("utf-8", errors="replace")
+                kind, error = (None, None) if 200 <= status < 300 else _judge(response)
         except aiohttp.InvalidURL as exc:
             kind, error = ErrorKind.INVALID_URL, f"invalid push address: {exc}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -171,10 +191,6 @@ class Sender:
             error=error,
             response_excerpt=excerpt,
         )
-
-    async def _excerpt(self, response: aiohttp.ClientResponse) -> str | None:
-        data = await response.content.read(self.limits.excerpt_bytes)
-        return data.decode("utf-8", errors="replace") if data else None
 
 
 def _judge(response: aiohttp.ClientResponse) -> tuple[ErrorKind | None, str | None]:

@@ -1,16 +1,21 @@
-"""Reading call records from a request body: one record or an array, all valid or none stored."""
+"""Reading call records from a request body (one record or an array, all valid or none
+stored), and committing concurrent requests together."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from datetime import tzinfo
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime, tzinfo
 from typing import Any
 
 from pydantic import ValidationError
 
 from ccpush.api.errors import ApiError, invalid
-from ccpush.models import NewRecord
+from ccpush.models import IngestResult, NewRecord
 from ccpush.record import CallRecord, Problem, problems_from
+from ccpush.store.base import IngestRequest, Store
 
 
 def parse_records(body: bytes, *, zone: tzinfo, max_records: int) -> list[NewRecord]:
@@ -44,3 +49,83 @@ def parse_records(body: bytes, *, zone: tzinfo, max_records: int) -> list[NewRec
     if problems:
         raise invalid(problems)
     return records
+
+
+_Queued = tuple[IngestRequest, "asyncio.Future[list[IngestResult]]"]
+
+
+class GroupCommit:
+    """Ingestion requests that arrive together are committed together.
+
+    Each request waits for the commit that holds its records, then answers: 202 still
+    means durable. While one commit runs, the requests that arrive queue up and go in the
+    next one (at most ``max_records`` records each, and the queue waits ``window`` seconds
+    for company first when it is small); a store writes one transaction for all of them
+    (``Store.ingest_many``), instead of one each. Each request stays all or nothing: one
+    for an unknown app is refused alone.
+    """
+
+    def __init__(self, store: Store, *, window: float = 0.0, max_records: int = 2000) -> None:
+        self.store = store
+        self.window = window
+        self.max_records = max_records
+        self._queue: deque[_Queued] = deque()
+        self._queued_records = 0
+        self._committer: asyncio.Task[None] | None = None
+
+    async def ingest(
+        self,
+        app_id: str,
+        records: Sequence[NewRecord],
+        *,
+        now: datetime,
+        account_id: str | None = None,
+    ) -> list[IngestResult]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[IngestResult]] = loop.create_future()
+        request = IngestRequest(app_id=app_id, records=records, now=now, account_id=account_id)
+        self._queue.append((request, done))
+        self._queued_records += len(records)
+        if self._committer is None:
+            self._committer = loop.create_task(self._commit_all(), name="ccpush-group-commit")
+        return await done
+
+    async def _commit_all(self) -> None:
+        try:
+            while self._queue:
+                if self.window and self._queued_records < self.max_records:
+                    await asyncio.sleep(self.window)
+                await self._commit(self._take())
+        finally:
+            self._committer = None
+
+    def _take(self) -> list[_Queued]:
+        taken: list[_Queued] = []
+        count = 0
+        while self._queue and (
+            not taken or count + len(self._queue[0][0].records) <= (self.max_records)
+        ):
+            request, done = self._queue.popleft()
+            self._queued_records -= len(request.records)
+            if not done.done():  # a request whose client went away is not stored
+                taken.append((request, done))
+                count += len(request.records)
+        return taken
+
+    async def _commit(self, batch: list[_Queued]) -> None:
+        if not batch:
+            return
+        try:
+            outcomes = await self.store.ingest_many([request for request, _ in batch])
+        except Exception as exc:  # the store failed: every request of the batch fails
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for (_, done), outcome in zip(batch, outcomes, strict=True):
+            if done.done():
+                continue
+            if isinstance(outcome, Exception):
+                done.set_exception(outcome)
+            else:
+                done.set_result(outcome)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import abc
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any, Final
 
+from ccpush.errors import NotFound
 from ccpush.models import (
     Account,
     ApiKey,
@@ -110,6 +111,16 @@ class PlannedVersion:
     """None: a record new in this batch (its row is made once, for its first version)."""
     version: int
     sequence: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestRequest:
+    """One ingestion request, for ``Store.ingest_many``."""
+
+    app_id: str
+    records: Sequence[NewRecord]
+    now: datetime
+    account_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +347,27 @@ class Store(abc.ABC):
         Each record is planned by ``plan_ingest``: a new record, a new version of one the
         app has (content changed: pushed again), or a duplicate (neither stored nor pushed)."""
 
+    async def ingest_many(
+        self, requests: Sequence[IngestRequest]
+    ) -> list[list[IngestResult] | Exception]:
+        """Several ingestion requests, each all or nothing, committed together (group
+        commit): for each, its results or the error that refused it (``AppNotFound``).
+        An error of the store itself is raised for all. This default commits each apart."""
+        outcomes: list[list[IngestResult] | Exception] = []
+        for request in requests:
+            try:
+                outcomes.append(
+                    await self.ingest(
+                        request.app_id,
+                        request.records,
+                        now=request.now,
+                        account_id=request.account_id,
+                    )
+                )
+            except NotFound as exc:
+                outcomes.append(exc)
+        return outcomes
+
     @abc.abstractmethod
     async def list_records(self, app_id: str, query: RecordFilter) -> list[StoredRecord]:
         """Record versions of an app by call start time (the reconciliation query)."""
@@ -406,9 +438,28 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim_due(
-        self, *, now: datetime, limit: int, lease_until: datetime, owner: str
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        lease_until: datetime,
+        owner: str,
+        skip_apps: Sequence[str] = (),
+        app_limits: Mapping[str, int] | None = None,
     ) -> list[Claimed]:
-        """Lease up to ``limit`` pending deliveries due at ``now``, oldest due first."""
+        """Lease up to ``limit`` pending deliveries due at ``now``, fairly between apps.
+
+        Each app with due work gets a share of ``limit`` (its oldest due first), taken in
+        turns: an app's first, every app's second... First attempts and retries are two
+        lanes with their own turns, first attempts taking three places in four while both
+        wait, so a wave of retries cannot starve new records. Apps in ``skip_apps`` (those
+        the worker already holds enough of) get none, and an app in ``app_limits`` at most
+        that many."""
+
+    @abc.abstractmethod
+    async def release(self, delivery_ids: Sequence[int], *, owner: str, now: datetime) -> int:
+        """Give back deliveries ``owner`` claimed but did not push: pending again (held if
+        the app stopped pushing), due when they were; the number given back."""
 
     @abc.abstractmethod
     async def complete(self, completions: Sequence[Completion], *, owner: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -52,8 +52,9 @@ from ccpush.store.base import (
     DEFAULT_ACCOUNT,
     UNSET,
     DeliveryFilter,
+    IngestPlan,
+    IngestRequest,
     Latest,
-    PlannedVersion,
     RecordFilter,
     Store,
     _Unset,
@@ -72,12 +73,28 @@ def _ts(when: datetime) -> float:
     return when.timestamp()
 
 
+def _ts_or_none(when: datetime | None) -> float | None:
+    return None if when is None else when.timestamp()
+
+
 def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
 def _dt_req(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
+
+
+def _marks(rows: int, columns: int) -> str:
+    """``(?, ?), (?, ?)``: placeholders for a multi-row VALUES."""
+    row = "(" + ", ".join("?" * columns) + ")"
+    return ", ".join([row] * rows)
+
+
+def _chunks(items: Sequence[T], size: int = 1000) -> Iterator[Sequence[T]]:
+    """Slices of at most ``size`` (a statement has at most 32,766 parameters)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 # A delivery due again while its app is not pushing (no address, or paused) is held.
@@ -105,24 +122,86 @@ _LATEST_VERSION = (
     "(SELECT v.id FROM record_versions v JOIN call_records r ON r.id = v.record_id"
     " WHERE r.id = :record AND v.version = r.version)"
 )
-# Claiming: the due ids (oldest due first) as one JSON array; leasing them; reading them.
-CLAIM_DUE_IDS = """
-SELECT json_group_array(id) FROM (
-    SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?
-    ORDER BY next_attempt_at LIMIT ?)
+# Claiming, fair between apps (see ``Store.claim_due``). ?1 now, ?2 the batch, ?3 a JSON
+# array of the apps to skip, ?4 a JSON object of apps' limits. ``busy``: the apps with due
+# work; each gets an equal share of the batch per lane, read oldest first from the lane's
+# index; the candidates are then taken in turns (an app's first, every app's second...), a
+# retry's turn counting three, each app within its limit. The bodies come as one BLOB, in
+# the order of the rows (both aggregates read the same rows), each as long as its row says:
+# cheaper to cut than to decode from JSON.
+_CLAIM_LANE = """
+    SELECT d.id, d.app_id, d.next_attempt_at, {lane} AS lane FROM busy JOIN deliveries AS d
+    ON d.id IN (SELECT id FROM deliveries WHERE app_id = busy.app AND state = 'pending'
+                AND attempts {attempts} AND next_attempt_at <= ?1 ORDER BY next_attempt_at
+                LIMIT (SELECT per_app FROM share))
+"""
+CLAIM_DUE = f"""
+WITH busy AS (
+    SELECT a.id AS app FROM apps AS a
+    WHERE a.push_url IS NOT NULL AND NOT a.paused
+      AND a.id NOT IN (SELECT value FROM json_each(?3))
+      AND (EXISTS (SELECT 1 FROM deliveries WHERE app_id = a.id AND state = 'pending'
+                   AND attempts = 0 AND next_attempt_at <= ?1)
+           OR EXISTS (SELECT 1 FROM deliveries WHERE app_id = a.id AND state = 'pending'
+                      AND attempts > 0 AND next_attempt_at <= ?1))),
+share AS (SELECT (?2 + count(*) - 1) / max(count(*), 1) AS per_app FROM busy),
+due AS ({_CLAIM_LANE.format(lane=0, attempts="= 0")} UNION ALL
+        {_CLAIM_LANE.format(lane=1, attempts="> 0")}),
+chosen AS (
+    SELECT id FROM (
+        SELECT id, app_id, next_attempt_at,
+               row_number() OVER (PARTITION BY app_id, lane ORDER BY next_attempt_at)
+               * (1 + 2 * lane) AS turn,
+               row_number() OVER (PARTITION BY app_id ORDER BY lane, next_attempt_at) AS nth
+        FROM due)
+    WHERE nth <= coalesce(json_extract(?4, '$."' || app_id || '"'), nth)
+    ORDER BY turn, next_attempt_at LIMIT ?2)
+SELECT json_group_array(d.id), json_group_array(json_array(
+    d.id, d.app_id, r.call_session_id, a.push_url, length(v.body), d.attempts,
+    d.first_attempt_at, d.next_attempt_at, a.signing, a.signing_secret, a.previous_secret,
+    a.previous_secret_until, v.seq, v.version)),
+    CAST(group_concat(CAST(v.body AS TEXT), '') AS BLOB)
+FROM chosen JOIN deliveries AS d ON d.id = chosen.id JOIN call_records AS r ON r.id = d.record_id
+JOIN record_versions AS v ON v.id = d.version_id JOIN apps AS a ON a.id = d.app_id
 """
 CLAIM_LEASE = """
 UPDATE deliveries SET state = 'sending', lease_until = ?, lease_owner = ?, updated_at = ?
 WHERE id IN (SELECT value FROM json_each(?))
 """
-CLAIMED = """
-SELECT json_group_array(json_array(
-    d.id, d.app_id, r.call_session_id, a.push_url, CAST(v.body AS TEXT), d.attempts,
-    d.first_attempt_at, d.next_attempt_at, a.signing, a.signing_secret, a.previous_secret,
-    a.previous_secret_until, v.seq, v.version))
-FROM deliveries d JOIN call_records r ON r.id = d.record_id
-JOIN record_versions v ON v.id = d.version_id JOIN apps a ON a.id = d.app_id
-WHERE d.id IN (SELECT value FROM json_each(?))
+# Waiting deliveries of an app that stops pushing are held: the pending ones, lane by lane
+# (each lane has its index).
+HOLD_WAITING = tuple(
+    "UPDATE deliveries SET state = 'held', updated_at = ?"
+    f" WHERE app_id = ? AND state = 'pending' AND attempts {lane}"
+    for lane in ("= 0", "> 0")
+)
+# Deliveries by state, each read from its own (partial) index: of one app (?1), of all.
+APP_COUNT_BY_STATE = """
+SELECT 'pending', count(*) FROM deliveries WHERE app_id = ?1 AND state = 'pending' AND attempts = 0
+UNION ALL
+SELECT 'pending', count(*) FROM deliveries WHERE app_id = ?1 AND state = 'pending' AND attempts > 0
+UNION ALL
+SELECT 'held', count(*) FROM deliveries WHERE app_id = ?1 AND state = 'held'
+UNION ALL
+SELECT 'sending', count(*) FROM deliveries INDEXED BY deliveries_leased
+WHERE state = 'sending' AND app_id = ?1
+UNION ALL
+SELECT state, count(*) FROM deliveries WHERE app_id = ?1 AND state IN ('delivered', 'failed')
+GROUP BY state
+"""
+COUNT_BY_STATE = """
+SELECT 'pending', count(*) FROM deliveries WHERE state = 'pending'
+UNION ALL
+SELECT 'held', count(*) FROM deliveries WHERE state = 'held'
+UNION ALL
+SELECT 'sending', count(*) FROM deliveries WHERE state = 'sending'
+UNION ALL
+SELECT state, count(*) FROM deliveries WHERE state IN ('delivered', 'failed') GROUP BY state
+"""
+RELEASE = f"""
+UPDATE deliveries SET state = {_NEXT_STATE}, lease_until = NULL, lease_owner = NULL,
+    updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'sending' AND lease_owner = :owner
 """
 
 # Completing: ?1 is a JSON array of ``_completion_row``s, ?2 the worker that must hold them.
@@ -141,6 +220,15 @@ UPDATE deliveries SET state = {_NEXT_STATE.replace(":state", "done.state")},
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS number, value ->> 2 AS at,
              value ->> 8 AS state, value ->> 9 AS next_at FROM json_each(?1)) AS done
 WHERE deliveries.id = done.id AND deliveries.state = 'sending' AND deliveries.lease_owner = ?2
+"""
+# Failing streaks: ?1 a JSON array of [app, succeeded (1/0), failing since or null]. A
+# success restarts the streak at the first failure after it; a failure starts one if none.
+STREAKS = """
+UPDATE apps SET failing_since = streak.since
+FROM (SELECT value ->> 0 AS app, value ->> 1 AS succeeded, value ->> 2 AS since
+      FROM json_each(?1)) AS streak
+WHERE apps.id = streak.app AND CASE WHEN streak.succeeded
+    THEN apps.failing_since IS NOT streak.since ELSE apps.failing_since IS NULL END
 """
 
 # Deleting records ({ids}: their ids), each table before those it references.
@@ -215,6 +303,10 @@ class SqliteStore(Store):
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Checkpoint every 40 MB of log rather than 4: claims and completions write the same
+        # index pages again and again, and a page written ten times between checkpoints is
+        # copied back to the database once.
+        conn.execute("PRAGMA wal_autocheckpoint=10000")
         conn.row_factory = sqlite3.Row
         self._conn = conn
 
@@ -267,7 +359,7 @@ class SqliteStore(Store):
         )
         return account
 
-    def _write_one(self, sql: str, params: Sequence[Any]) -> int:
+    def _write_one(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> int:
         with self._write() as db:
             return db.execute(sql, params).rowcount
 
@@ -447,11 +539,8 @@ class SqliteStore(Store):
             db.execute("UPDATE apps SET updated_at = ? WHERE id = ?", (now, app_id))
             after = self._get_app(app_id)
             if before.pushing and not after.pushing:
-                db.execute(
-                    "UPDATE deliveries SET state = 'held', updated_at = ?"
-                    " WHERE app_id = ? AND state = 'pending'",
-                    (now, app_id),
-                )
+                for lane in HOLD_WAITING:
+                    db.execute(lane, (now, app_id))
             elif after.pushing and not before.pushing:
                 db.execute(
                     "UPDATE deliveries SET state = 'pending', next_attempt_at = ?,"
@@ -521,24 +610,52 @@ class SqliteStore(Store):
         now: datetime,
         account_id: str | None = None,
     ) -> list[IngestResult]:
-        return await self._run(self._ingest, app_id, account_id, records, _ts(now))
+        request = IngestRequest(app_id=app_id, records=records, now=now, account_id=account_id)
+        [outcome] = await self._run(self._ingest_many, [request])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-    def _ingest(
-        self, app_id: str, account_id: str | None, records: Sequence[NewRecord], now: float
-    ) -> list[IngestResult]:
+    async def ingest_many(
+        self, requests: Sequence[IngestRequest]
+    ) -> list[list[IngestResult] | Exception]:
+        return await self._run(self._ingest_many, requests) if requests else []
+
+    def _ingest_many(
+        self, requests: Sequence[IngestRequest]
+    ) -> list[list[IngestResult] | Exception]:
+        """One transaction for all: the requests of one app are planned together, in order,
+        as if made one after the other, and stored with a few statements whatever their size."""
+        outcomes: list[list[IngestResult] | Exception] = [AppNotFound() for _ in requests]
+        by_app: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            by_app.setdefault(request.app_id, []).append(index)
         with self._write() as db:
-            app = self._get_app(app_id, account_id)
-            last = db.execute("SELECT last_seq FROM apps WHERE id = ?", (app_id,)).fetchone()[0]
-            plan = plan_ingest(records, self._latest(app_id, records), last)
-            state = DeliveryState.PENDING if app.pushing else DeliveryState.HELD
-            ids: dict[str, int] = {}
-            for item in plan.versions:
-                record_id = item.record_id or ids.get(item.record.call_session_id)
-                record_id = self._store_version(app_id, item, record_id, now)
-                ids[item.record.call_session_id] = record_id
-                self._new_delivery(record_id, app_id, state, now)
-            db.execute("UPDATE apps SET last_seq = ? WHERE id = ?", (plan.last_sequence, app_id))
-        return plan.results
+            for app_id, indexes in by_app.items():
+                row = db.execute(
+                    f"SELECT {_APP_COLUMNS}, last_seq FROM apps WHERE id = ?", (app_id,)
+                ).fetchone()
+                if row is None:
+                    continue
+                allowed = [
+                    index
+                    for index in indexes
+                    if requests[index].account_id in (None, row["account_id"])
+                ]
+                if not allowed:
+                    continue
+                records = [record for index in allowed for record in requests[index].records]
+                received = {
+                    id(record): _ts(requests[index].now)
+                    for index in allowed
+                    for record in requests[index].records
+                }
+                plan = plan_ingest(records, self._latest(app_id, records), row["last_seq"])
+                self._store_plan(_app(row), plan, received)
+                results = iter(plan.results)
+                for index in allowed:
+                    outcomes[index] = [next(results) for _ in requests[index].records]
+        return outcomes
 
     def _latest(self, app_id: str, records: Sequence[NewRecord]) -> dict[str, Latest]:
         sids = list({record.call_session_id for record in records})
@@ -555,27 +672,73 @@ class SqliteStore(Store):
                 found[sid] = Latest(record_id, version, bytes(body))
         return found
 
-    def _store_version(
-        self, app_id: str, item: PlannedVersion, record_id: int | None, now: float
-    ) -> int:
-        record, db = item.record, self._db
-        if record_id is None:
-            record_id = db.execute(
-                "INSERT INTO call_records (app_id, call_session_id, call_start, received_at,"
-                " version) VALUES (?, ?, ?, ?, ?) RETURNING id",
-                (app_id, record.call_session_id, _ts(record.call_start), now, item.version),
-            ).fetchone()[0]
-        else:
+    def _store_plan(self, app: App, plan: IngestPlan, received: dict[int, float]) -> None:
+        """Store a plan's versions (and the records new in it, once each, with their latest
+        version) and a delivery of each version, in about five statements."""
+        db = self._db
+        if plan.versions:
+            final = {item.record.call_session_id: item for item in plan.versions}
+            new = [item for item in final.values() if item.record_id is None]
+            for chunk in _chunks(new):
+                db.execute(
+                    "INSERT INTO call_records (app_id, call_session_id, call_start, received_at,"
+                    f" version) VALUES {_marks(len(chunk), 5)}",
+                    [
+                        value
+                        for item in chunk
+                        for value in (
+                            app.id,
+                            item.record.call_session_id,
+                            _ts(item.record.call_start),
+                            received[id(item.record)],
+                            item.version,
+                        )
+                    ],
+                )
+            changed = [item for item in final.values() if item.record_id is not None]
+            for chunk in _chunks(changed):
+                db.execute(
+                    "UPDATE call_records SET version = c.column2, call_start = c.column3"
+                    f" FROM (VALUES {_marks(len(chunk), 3)}) AS c"
+                    " WHERE call_records.id = c.column1",
+                    [
+                        value
+                        for item in chunk
+                        for value in (item.record_id, item.version, _ts(item.record.call_start))
+                    ],
+                )
+            for chunk in _chunks(plan.versions):
+                db.execute(
+                    "INSERT INTO record_versions (record_id, app_id, version, seq, body,"
+                    " received_at) SELECT r.id, r.app_id, v.column2, v.column3, v.column4,"
+                    f" v.column5 FROM (VALUES {_marks(len(chunk), 5)}) AS v"
+                    " JOIN call_records AS r ON r.app_id = ? AND r.call_session_id = v.column1"
+                    " ORDER BY v.column3",
+                    [
+                        *(
+                            value
+                            for item in chunk
+                            for value in (
+                                item.record.call_session_id,
+                                item.version,
+                                item.sequence,
+                                item.record.body,
+                                received[id(item.record)],
+                            )
+                        ),
+                        app.id,
+                    ],
+                )
+            # A delivery of each version just stored (its sequence numbers follow on).
+            state = DeliveryState.PENDING if app.pushing else DeliveryState.HELD
             db.execute(
-                "UPDATE call_records SET version = ?, call_start = ? WHERE id = ?",
-                (item.version, _ts(record.call_start), record_id),
+                "INSERT INTO deliveries (record_id, version_id, app_id, state, next_attempt_at,"
+                " created_at, updated_at) SELECT record_id, id, app_id, ?, received_at,"
+                " received_at, received_at FROM record_versions"
+                " WHERE app_id = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+                (state, app.id, plan.versions[0].sequence, plan.versions[-1].sequence),
             )
-        db.execute(
-            "INSERT INTO record_versions (record_id, app_id, version, seq, body, received_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (record_id, app_id, item.version, item.sequence, record.body, now),
-        )
-        return int(record_id)
+        db.execute("UPDATE apps SET last_seq = ? WHERE id = ?", (plan.last_sequence, app.id))
 
     def _new_delivery(
         self,
@@ -692,10 +855,10 @@ class SqliteStore(Store):
         return self._list_deliveries(app_id, DeliveryFilter(before_id=delivery_id + 1, limit=1))[0]
 
     async def count_by_state(self, app_id: str | None = None) -> dict[DeliveryState, int]:
-        rows = await self._read(
-            "SELECT state, count(*) FROM deliveries WHERE ?1 IS NULL OR app_id = ?1 GROUP BY state",
-            (app_id,),
-        )
+        if app_id is None:
+            rows = await self._read(COUNT_BY_STATE)
+        else:
+            rows = await self._read(APP_COUNT_BY_STATE, (app_id,))
         return _counts(rows)
 
     # Replays
@@ -838,19 +1001,41 @@ class SqliteStore(Store):
     # Dispatching
 
     async def claim_due(
-        self, *, now: datetime, limit: int, lease_until: datetime, owner: str
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        lease_until: datetime,
+        owner: str,
+        skip_apps: Sequence[str] = (),
+        app_limits: Mapping[str, int] | None = None,
     ) -> list[Claimed]:
-        return await self._run(self._claim_due, _ts(now), limit, _ts(lease_until), owner)
+        return await self._run(
+            self._claim_due,
+            _ts(now),
+            limit,
+            _ts(lease_until),
+            owner,
+            json.dumps(list(skip_apps)),
+            json.dumps(app_limits or {}),
+        )
 
-    def _claim_due(self, now: float, limit: int, lease_until: float, owner: str) -> list[Claimed]:
-        # Each statement here answers one row (a JSON array): the GIL is handed back and
-        # forth once per statement instead of once per delivery.
+    def _claim_due(
+        self, now: float, limit: int, lease_until: float, owner: str, skip: str, limits: str
+    ) -> list[Claimed]:
+        # Every statement answers one row at most (JSON arrays): the store's thread takes the
+        # GIL back once per statement, not once per delivery, and under load every take can
+        # wait for the event loop's thread.
         with self._write() as db:
-            ids = db.execute(CLAIM_DUE_IDS, (now, limit)).fetchone()[0]
+            ids, data, bodies = db.execute(CLAIM_DUE, (now, limit, skip, limits)).fetchone()
             if ids == "[]":
                 return []
             db.execute(CLAIM_LEASE, (lease_until, owner, now, ids))
-            rows = json.loads(db.execute(CLAIMED, (ids,)).fetchone()[0])
+        rows = json.loads(data)
+        end = 0
+        for row in rows:
+            start, end = end, end + row[4]
+            row[4] = bodies[start:end]
         rows.sort(key=lambda row: row[7])
         at = _dt_req(now)
         keys: dict[str, tuple[str, ...]] = {}  # per app: the same for all its rows
@@ -860,7 +1045,7 @@ class SqliteStore(Store):
                 app_id=row[1],
                 call_session_id=row[2],
                 push_url=row[3],
-                body=row[4].encode(),
+                body=row[4],
                 sequence=row[12],
                 version=row[13],
                 attempt=row[5] + 1,
@@ -870,25 +1055,33 @@ class SqliteStore(Store):
             for row in rows
         ]
 
+    async def release(self, delivery_ids: Sequence[int], *, owner: str, now: datetime) -> int:
+        if not delivery_ids:
+            return 0
+        params = {
+            "ids": json.dumps(list(delivery_ids)),
+            "owner": owner,
+            "now": _ts(now),
+            "state": DeliveryState.PENDING,
+        }
+        return await self._run(self._write_one, RELEASE, params)
+
     async def complete(self, completions: Sequence[Completion], *, owner: str) -> None:
         if completions:
             await self._run(self._complete, completions, owner)
 
     def _complete(self, completions: Sequence[Completion], owner: str) -> None:
         rows = json.dumps([_completion_row(done) for done in completions])
+        streaks = json.dumps(
+            [
+                [app_id, int(streak.succeeded), _ts_or_none(streak.failing_since)]
+                for app_id, streak in failure_streaks(completions).items()
+            ]
+        )
         with self._write() as db:
             db.execute(INSERT_ATTEMPTS, (rows,))
             db.execute(COMPLETE, (rows, owner))
-            self._record_streaks(completions)
-
-    def _record_streaks(self, completions: Sequence[Completion]) -> None:
-        for app_id, streak in failure_streaks(completions).items():
-            since = _ts(streak.failing_since) if streak.failing_since else None
-            if streak.succeeded:
-                sql = "UPDATE apps SET failing_since = ?1 WHERE id = ?2 AND failing_since IS NOT ?1"
-            else:
-                sql = "UPDATE apps SET failing_since = ?1 WHERE id = ?2 AND failing_since IS NULL"
-            self._db.execute(sql, (since, app_id))
+            db.execute(STREAKS, (streaks,))
 
     async def apps_failing_since(self, cutoff: datetime) -> list[App]:
         rows = await self._read(
@@ -1057,7 +1250,7 @@ def _replay(row: sqlite3.Row) -> ReplayJob:
 def _counts(rows: Iterable[Sequence[Any]]) -> dict[DeliveryState, int]:
     counts = dict.fromkeys(DeliveryState, 0)
     for state, count in rows:
-        counts[DeliveryState(state)] = count
+        counts[DeliveryState(state)] += count
     return counts
 
 

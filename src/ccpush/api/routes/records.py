@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from ccpush.api.auth import AnyCaller, Manager
 from ccpush.api.deps import ServiceDep
 from ccpush.api.errors import ApiError, invalid
-from ccpush.api.ingest import parse_records
+from ccpush.api.ingest import GroupCommit, parse_records
 from ccpush.api.params import decode_cursor, encode_cursor, parse_time
 from ccpush.api.schemas import (
     DeliveriesOut,
@@ -59,19 +59,21 @@ INGEST_BODY = {
         413: {"model": ErrorOut, "description": "Body or batch too large"},
     },
 )
-async def ingest_records(
-    app_id: str, request: Request, caller: AnyCaller, service: ServiceDep
-) -> IngestOut:
+async def ingest_records(app_id: str, request: Request, caller: AnyCaller) -> IngestOut:
     """Store one call record or an array of them for pushing.
 
     All or nothing: if any record is invalid, none is stored and the answer lists every
-    problem with its field path (``[3].callType``). Answers once the records are durable.
+    problem with its field path (``[3].callType``). Answers once the records are durable
+    (requests that arrive together are committed together).
     A record whose ``callSessionId`` the app already has is reported as a duplicate and is
     not pushed again."""
+    # Not ``ServiceDep``: a plain function dependency runs in a worker thread, a hop per
+    # request that the hottest route does without.
+    service: Service = request.app.state.service
     settings = service.settings
     body = await request.body()  # its size is capped by the BodyLimit middleware
     records = parse_records(body, zone=service.zone, max_records=settings.max_batch_records)
-    results = await service.store.ingest(
+    results = await _group_commit(request, service).ingest(
         app_id, records, now=service.clock.now(), account_id=caller.account_id
     )
     service.dispatcher.wake()
@@ -82,6 +84,15 @@ async def ingest_records(
         duplicates=len(results) - accepted,
         results=[RecordResult.of(result) for result in results],
     )
+
+
+def _group_commit(request: Request, service: Service) -> GroupCommit:
+    """The API's ``GroupCommit`` for the service's store (made on first use)."""
+    state = request.app.state
+    committer: GroupCommit | None = getattr(state, "group_commit", None)
+    if committer is None or committer.store is not service.store:
+        committer = state.group_commit = GroupCommit(service.store)
+    return committer
 
 
 @router.get(
