@@ -435,6 +435,8 @@ async def drop_schema(url: str, schema: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        # Write the run's changes out now, not during the next measurement.
+        await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
 

@@ -116,45 +116,49 @@ async def measure(args: argparse.Namespace, backend: str, postgres: str) -> dict
         sys.executable, str(Path(__file__).with_name("ref_server.py")), str(ref_port)
     )
     try:
-        async with (
-            store_url(backend, postgres) as (url, data_dir),
-            CcpushServer(url, data_dir) as server,
-        ):
-            await _wait_for_port(ref_port)
-            async with aiohttp.ClientSession() as session:
-                [app_id] = await create_apps(session, server.base, [None])
-                token = await ingest_key(session, server.base)
-            targets = {
-                "reference": (f"http://127.0.0.1:{ref_port}/v1/apps/x/call-records", reference.pid),
-                "ccpush": (f"{server.base}/v1/apps/{app_id}/call-records", server.process.pid),  # type: ignore[union-attr]
-            }
-            results: dict[str, dict[str, list[dict[str, Any]]]] = {
-                shape: {kind: [] for kind in targets} for shape in ("single", "batch")
-            }
-            serial = itertools.count()
-            for round_number in range(1, args.repeat + 1):
-                for shape, batch, clients in (
-                    ("single", 1, SINGLE_CLIENTS),
-                    ("batch", BATCH, BATCH_CLIENTS),
-                ):
-                    for kind, (target, pid) in targets.items():
-                        cpu = process_cpu(pid)
-                        prefix = b"r%02d-" % next(serial)
-                        run = await load(target, batch, clients, args.seconds, prefix, token)
-                        run["server_cpu_us_per_record"] = (
-                            (process_cpu(pid) - cpu) / (run["records"] or 1) * 1e6
-                        )
-                        results[shape][kind].append(run)
-                        print(
-                            f"run {round_number}/{args.repeat} {backend} {shape:<6} {kind:<10}"
-                            f"{run['per_s']:>9,.0f} records/s"
-                            f"  ({run['server_cpu_us_per_record']:.0f} us server CPU/record)",
-                            flush=True,
-                        )
-            return results
+        async with store_url(backend, postgres) as (url, data_dir):
+            with CcpushServer(url, data_dir) as server:
+                return await _measure(args, backend, server, ref_port, reference.pid)
     finally:
         reference.terminate()
         await reference.wait()
+
+
+async def _measure(
+    args: argparse.Namespace, backend: str, server: CcpushServer, ref_port: int, ref_pid: int
+) -> dict[str, Any]:
+    await _wait_for_port(ref_port)
+    async with aiohttp.ClientSession() as session:
+        [app_id] = await create_apps(session, server.base, [None])
+        token = await ingest_key(session, server.base)
+    targets = {
+        "reference": (f"http://127.0.0.1:{ref_port}/v1/apps/x/call-records", ref_pid),
+        "ccpush": (f"{server.base}/v1/apps/{app_id}/call-records", server.process.pid),  # type: ignore[union-attr]
+    }
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {
+        shape: {kind: [] for kind in targets} for shape in ("single", "batch")
+    }
+    serial = itertools.count()
+    for round_number in range(1, args.repeat + 1):
+        for shape, batch, clients in (
+            ("single", 1, SINGLE_CLIENTS),
+            ("batch", BATCH, BATCH_CLIENTS),
+        ):
+            for kind, (target, pid) in targets.items():
+                cpu = process_cpu(pid)
+                prefix = b"r%02d-" % next(serial)
+                run = await load(target, batch, clients, args.seconds, prefix, token)
+                run["server_cpu_us_per_record"] = (
+                    (process_cpu(pid) - cpu) / (run["records"] or 1) * 1e6
+                )
+                results[shape][kind].append(run)
+                print(
+                    f"run {round_number}/{args.repeat} {backend} {shape:<6} {kind:<10}"
+                    f"{run['per_s']:>9,.0f} records/s"
+                    f"  ({run['server_cpu_us_per_record']:.0f} us server CPU/record)",
+                    flush=True,
+                )
+    return results
 
 
 async def _wait_for_port(port: int) -> None:

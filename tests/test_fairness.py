@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from ccpush.clock import ManualClock
+from ccpush.dispatcher import store_retry_delay
+from ccpush.errors import StoreError
 from ccpush.models import Claimed, Completion, DeliveryState, ErrorKind, Outcome
 from ccpush.service import Service
 from ccpush.store import Store
@@ -22,6 +25,7 @@ from tests.receiver import Receiver, Reply
 from tests.test_store import new_records
 
 PUSH_URL = "http://127.0.0.1:9/x"
+T = TypeVar("T")
 
 
 async def ingest(store: Store, clock: ManualClock, app_id: str, prefix: str, count: int) -> None:
@@ -232,7 +236,7 @@ async def test_a_slow_app_holds_only_its_share_of_the_pushers(
         slow_app = await add_app(service, hanging.url, "slow", 200)
         # Alone, it takes what its host may have (5 of 8 pushers)...
         await hanging.wait_for(lambda r: len(r.pushes) == 5)
-        await asyncio.sleep(0.2)
+        await eventually(lambda: slow_app in service.dispatcher.held_back)
         assert len(hanging.pushes) == 5
         # ...so another app's records go out at once, while the slow app's wait.
         await add_app(service, receiver.url, "fast", 100)
@@ -283,12 +287,14 @@ async def test_slow_apps_keep_a_quarter_of_the_pushers_for_the_others(
     service = make_service(tmp_path, db_url, concurrency=8, batch_size=50, push_timeout=2.0)
     hanging = [await Receiver(lambda push, seen: Reply(delay=60)).start() for _ in range(4)]
     await service.store.open()
-    for number, slow in enumerate(hanging):  # four apps with work when dispatching starts
+    slow_apps = {  # four apps with work when dispatching starts
         await add_app(service, slow.url, f"slow{number}-", 50)
+        for number, slow in enumerate(hanging)
+    }
     await service.start()
     try:
         await eventually(lambda: sum(len(r.pushes) for r in hanging) == 6)
-        await asyncio.sleep(0.2)
+        await eventually(lambda: service.dispatcher.held_back == slow_apps)
         # With a quarter of the pushers left, an app under 8 // (4 + 1) in flight may take
         # one: none of them is...
         assert sum(len(r.pushes) for r in hanging) == 6
@@ -317,3 +323,79 @@ async def test_records_arriving_while_pushing_are_claimed_ahead(
 
 async def _delivered(service: Service, count: int) -> bool:
     return (await service.store.count_by_state())[DeliveryState.DELIVERED] == count
+
+
+def store_failing_first(
+    calls: int, method: Callable[..., Awaitable[T]]
+) -> Callable[..., Awaitable[T]]:
+    """``method``, raising ``StoreError`` on its first ``calls`` calls."""
+    failures = iter(range(calls))
+
+    async def flaky(*args: object, **kwargs: object) -> T:
+        if next(failures, None) is not None:
+            raise StoreError("the database is unreachable")
+        return await method(*args, **kwargs)
+
+    return flaky
+
+
+@pytest.mark.parametrize("failing", ["complete", "claim_due"])
+async def test_dispatching_outlives_a_failing_store(
+    tmp_path: Path, db_url: str, receiver: Receiver, failing: str
+) -> None:
+    """Claims and writes that fail are tried again: every record is pushed exactly once
+    (the outcomes waited in memory) and delivered; readiness says so meanwhile."""
+    service = make_service(tmp_path, db_url, concurrency=4, batch_size=50)
+    await service.store.open()
+    try:
+        await add_app(service, receiver.url, "s", 20)
+        real = getattr(service.store, failing)
+        setattr(service.store, failing, store_failing_first(4, real))
+        seen_failing = []
+        stop = asyncio.Event()
+        await service.sender.start()
+        running = asyncio.create_task(service.dispatcher.run(stop))
+
+        async def all_delivered() -> bool:
+            seen_failing.append(service.dispatcher.store_failing)
+            return await _delivered(service, 20)
+
+        await eventually(all_delivered)
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        assert True in seen_failing
+        assert not service.dispatcher.store_failing
+        assert sorted(Counter(p.session_id for p in receiver.pushes).values()) == [1] * 20
+    finally:
+        await service.sender.close()
+        await service.store.close()
+
+
+async def test_a_stopping_dispatcher_drops_what_it_cannot_write(
+    tmp_path: Path, db_url: str, receiver: Receiver
+) -> None:
+    """With the store failing for good, stopping ends (outcomes dropped after a few tries)
+    and the deliveries stay claimed: pushed again once their leases run out."""
+    service = make_service(tmp_path, db_url, concurrency=4, batch_size=50)
+    await service.store.open()
+    try:
+        await add_app(service, receiver.url, "s", 5)
+        service.store.complete = store_failing_first(10**9, service.store.complete)  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        await service.sender.start()
+        running = asyncio.create_task(service.dispatcher.run(stop))
+        await eventually(lambda: len(receiver.pushes) == 5 and service.dispatcher.store_failing)
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        counts = await service.store.count_by_state()
+        assert counts[DeliveryState.SENDING] == 5
+    finally:
+        await service.sender.close()
+        await service.store.close()
+
+
+@pytest.mark.parametrize(
+    ("failures", "seconds"), [(1, 0.05), (2, 0.1), (5, 0.8), (11, 30.0), (10**6, 30.0)]
+)
+def test_a_failing_store_is_tried_less_and_less_often(failures: int, seconds: float) -> None:
+    assert store_retry_delay(failures) == pytest.approx(seconds)

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from ccpush.api import create_api
 from ccpush.api.ingest import GroupCommit
@@ -20,7 +21,7 @@ from ccpush.service import Service
 from ccpush.store import Store, open_store
 from ccpush.store.base import IngestRequest
 from tests.conftest import minimal_record
-from tests.helpers import make_service, new_record
+from tests.helpers import eventually, make_service, new_record
 
 TOKEN = "test-admin-token-0123456789abcdef"
 
@@ -58,8 +59,12 @@ async def service(tmp_path: Path, db_url: str, clock: ManualClock) -> AsyncItera
 
 
 @pytest.fixture
-async def client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    api = create_api(service, admin_token=TOKEN)
+def api(service: Service) -> FastAPI:
+    return create_api(service, admin_token=TOKEN)
+
+
+@pytest.fixture
+async def client(api: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(api),
         base_url="http://ccpush.test",
@@ -77,8 +82,14 @@ def post(client: httpx.AsyncClient, app_id: str, sid: str) -> Any:
     return client.post(f"/v1/apps/{app_id}/call-records", json=minimal_record(sid))
 
 
+def queued(api: FastAPI) -> int:
+    """Ingestion requests waiting for the next commit."""
+    committer: GroupCommit = api.state.group_commit
+    return committer.waiting
+
+
 async def test_requests_that_arrive_together_are_committed_together(
-    client: httpx.AsyncClient, service: Service
+    client: httpx.AsyncClient, service: Service, api: FastAPI
 ) -> None:
     gated = GatedStore(service.store)
     gated.gate.clear()
@@ -86,7 +97,7 @@ async def test_requests_that_arrive_together_are_committed_together(
     first = asyncio.create_task(post(client, app_id, "s0"))
     await gated.entered.wait()  # the first commit is under way...
     others = [asyncio.create_task(post(client, app_id, f"s{n}")) for n in range(1, 10)]
-    await asyncio.sleep(0.05)  # ...the nine others arrive and wait for the next one
+    await eventually(lambda: queued(api) == 9)  # ...the nine others wait for the next one
     gated.gate.set()
     answers = await asyncio.gather(first, *others)
     assert [answer.status_code for answer in answers] == [202] * 10
@@ -99,17 +110,21 @@ async def test_requests_that_arrive_together_are_committed_together(
 
 
 async def test_202_waits_for_the_commit(
-    client: httpx.AsyncClient, service: Service, db_url: str
+    client: httpx.AsyncClient, service: Service, db_url: str, api: FastAPI
 ) -> None:
     gated = GatedStore(service.store)
     gated.gate.clear()
     app_id = await new_app(service)
     answer = asyncio.create_task(post(client, app_id, "s1"))
     await gated.entered.wait()
-    await asyncio.sleep(0.1)
-    assert not answer.done()  # no answer while the transaction is not committed
+    # While a whole other request is received, checked and queued, no answer comes:
+    # the transaction is not committed.
+    later = asyncio.create_task(post(client, app_id, "s2"))
+    await eventually(lambda: queued(api) == 1)
+    assert not answer.done()
     gated.gate.set()
     assert (await answer).status_code == 202
+    assert (await later).status_code == 202
     # Durable: another connection to the store sees the record at once.
     other = open_store(db_url)
     await other.open(migrate=False)
@@ -120,7 +135,7 @@ async def test_202_waits_for_the_commit(
 
 
 async def test_a_request_for_an_unknown_app_fails_alone(
-    client: httpx.AsyncClient, service: Service
+    client: httpx.AsyncClient, service: Service, api: FastAPI
 ) -> None:
     gated = GatedStore(service.store)
     gated.gate.clear()
@@ -129,7 +144,7 @@ async def test_a_request_for_an_unknown_app_fails_alone(
     await gated.entered.wait()
     good = asyncio.create_task(post(client, app_id, "s1"))
     bad = asyncio.create_task(post(client, "app_missing", "s2"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: queued(api) == 2)
     gated.gate.set()
     assert (await first).status_code == 202
     assert (await good).status_code == 202
@@ -166,7 +181,7 @@ async def test_a_large_queue_is_committed_in_bounded_groups(
     first = asyncio.create_task(ingest(0))
     await gated.entered.wait()
     rest = [asyncio.create_task(ingest(n)) for n in range(1, 8)]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: committer.waiting == 7)
     gated.gate.set()
     results = await asyncio.gather(first, *rest)
     assert all(len(result) == 10 for result in results)

@@ -14,18 +14,16 @@ Isolation: a slow or unreachable receiver holds only its app's share of the push
 more than a quarter of the pushers are free, any app may take one; the last quarter goes
 only to apps under an equal share that leaves room for one more app (``concurrency`` /
 (apps with work + 1)), so an app that starts sending finds a pusher although others' pushes
-hang. No host gets more than ``per_host`` at once (by default half the
-pushers: what an app alone may take), and no push ever waits inside the HTTP client for a
-connection.
-Apps take turns; the claimer claims ahead (a batch or two beyond the pushers) and skips or
-limits apps with enough waiting here for their pace, so claimed work never piles up behind
-a slow app: its deliveries wait in the store.
+hang. No host gets more than ``per_host`` at once (by default half the pushers: what an app
+alone may take), so no push ever waits inside the HTTP client for a connection. Apps take
+turns; the claimer claims ahead (a batch or two beyond the pushers) and skips or limits the
+apps that have enough waiting here for their pace, so claimed work never piles up behind a
+slow app: its deliveries wait in the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import secrets
@@ -49,18 +47,30 @@ log = logging.getLogger(__name__)
 AttemptListener = Callable[[Completion], None]
 
 FLUSH_INTERVAL: Final = 0.02
-"""Seconds an outcome may wait to be written with others (the writer's group commit)."""
+"""Seconds an outcome may wait to be written with others (the writer's group commit),
+unless nothing else is being pushed."""
 LEASE_MARGIN: Final = 2.0
 """Seconds of lease a claimed delivery must have left, beyond a push's timeout, to be pushed."""
 MIN_CLAIM_GAP: Final = 0.002
 """Seconds at least between the starts of two claims that found less than they asked for:
 under a stream of ingestions, one claim takes what a few of them brought."""
+EMPTY_CLAIM_GAP: Final = 0.01
+"""The same after a claim that found nothing."""
 MIN_WAITING: Final = 16
 """Claimed deliveries an app may have waiting here whatever its pace."""
 WAITING_SECONDS: Final = 1.0
 """At its recent pace, how long an app's claimed deliveries may take to push."""
-YOUNG_GC_THRESHOLD: Final = 20_000
-"""Allocations between collections of the youngest generation (Python's default: 700)."""
+STORE_RETRY_FIRST: Final = 0.05
+STORE_RETRY_LAST: Final = 30.0
+"""Seconds between tries while the store fails: doubling from the first to the last."""
+TRIES_WHEN_STOPPING: Final = 3
+"""Tries to write outcomes once stopping; then they are dropped, and their deliveries are
+pushed again when their leases run out."""
+
+
+def store_retry_delay(failures: int) -> float:
+    """Seconds to wait after ``failures`` failures of the store in a row."""
+    return min(STORE_RETRY_LAST, STORE_RETRY_FIRST * 2.0 ** min(failures - 1, 30))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,20 +87,6 @@ class DispatchSettings:
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def tune_gc() -> None:
-    """Make garbage collection cheaper for a process that dispatches (measured +4% pushes/s).
-
-    What exists when dispatching starts (modules, settings, the API) is never garbage:
-    frozen, full collections no longer walk it. And every push leaves a few reference
-    cycles (client internals), so the youngest generation fills every few pushes; collected
-    less often, the deliveries waiting here are walked less often with it."""
-    gc.collect()
-    gc.freeze()
-    young, *older = gc.get_threshold()
-    if young and young < YOUNG_GC_THRESHOLD:
-        gc.set_threshold(YOUNG_GC_THRESHOLD, *older)
 
 
 def host_of(url: str) -> str:
@@ -175,6 +171,11 @@ class Dispatcher:
         self._writer: asyncio.Future[None] | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
         self._stopping = False
+        self._pausing: asyncio.Future[None] | None = None
+        self._last_sweep = -float("inf")
+        self._claim_failures = 0
+        self._write_failures = 0
+        """Failures of the store in a row, for claims and for writes."""
 
     def wake(self) -> None:
         """Look for due work now (called after ingestion)."""
@@ -192,7 +193,6 @@ class Dispatcher:
         """Dispatch until ``stop`` is set; then give back what was claimed and not pushed,
         finish the pushes in flight and write their outcomes."""
         self._stopping = False
-        tune_gc()
         watcher = asyncio.create_task(stop.wait(), name="ccpush-dispatcher-stop")
         watcher.add_done_callback(lambda _: self._stop())
         pushers = [
@@ -205,50 +205,95 @@ class Dispatcher:
         finally:
             self._stop()
             watcher.cancel()
-            await self._give_back(self._drop_waiting())
+            waiting = self._drop_waiting()
+            try:
+                await self._give_back(waiting)
+            except Exception:
+                log.exception("could not give back %d claimed deliveries", len(waiting))
             # What was handed to a pusher is pushed (each push is bounded by its timeout).
             await asyncio.gather(*pushers, return_exceptions=True)
             _resolve(self._writer)
             await writer
 
+    @property
+    def held_back(self) -> frozenset[str]:
+        """The apps whose claimed deliveries wait for their fair share or their host's cap."""
+        return frozenset(self._parked)
+
+    @property
+    def store_failing(self) -> bool:
+        """Whether the last claim or the last write of outcomes failed (it is being retried)."""
+        return bool(self._claim_failures or self._write_failures)
+
     def _stop(self) -> None:
         self._stopping = True
         _resolve(self._claimer)
+        _resolve(self._pausing)
         while self._idle:
             _hand(self._idle.popleft(), None)
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, unless told to stop (a wait that new work does not cut short)."""
+        if self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+        self._pausing = waiter = loop.create_future()
+        timer = loop.call_later(seconds, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._pausing = None
+
     async def _claim_loop(self) -> None:
-        lease = self.settings.lease
-        last_sweep = -float("inf")
+        """Claim round after round; while the store fails, try again less and less often
+        (what was claimed before goes on being pushed)."""
         while not self._stopping:
-            if time.monotonic() - last_sweep > lease.total_seconds() / 4:
-                await self._release_expired()
-                last_sweep = time.monotonic()
-            room = min(self._room(), self._hold - self._held - self._in_flight)
-            if room < self._min_claim:
-                self._want_room = True
-                await self._nap(self.settings.poll_interval)
-                self._want_room = False
-                continue
-            skip, limits = self._claim_limits()
-            self._skipped = frozenset(skip)
-            asked = min(room, self.settings.batch_size)
-            self._nudged = False
-            last_claim = time.monotonic()
-            claimed = await self._claim(asked, skip, limits)
-            if self._stopping:
-                await self._give_back([item.delivery_id for item in claimed])
-                break
-            self._accept(claimed)
-            if len(claimed) < asked:
-                # Nothing more due now, or only for apps that have enough waiting here.
-                if not self._nudged:
-                    wait = self.settings.poll_interval if skip else await self._idle_timeout()
-                    await self._nap(wait)
-                # Woken by new work: let what arrives within MIN_CLAIM_GAP come along.
-                gap = MIN_CLAIM_GAP - (time.monotonic() - last_claim)
-                if gap > 0 and not self._stopping:
-                    await asyncio.sleep(gap)
+            try:
+                await self._claim_round()
+            except Exception:
+                self._claim_failures += 1
+                delay = store_retry_delay(self._claim_failures)
+                log.exception(
+                    "claiming failed (%d in a row); trying again in %.2f s",
+                    self._claim_failures,
+                    delay,
+                )
+                await self._pause(delay)
+            else:
+                self._claim_failures = 0
+
+    async def _claim_round(self) -> None:
+        lease = self.settings.lease.total_seconds()
+        if time.monotonic() - self._last_sweep > lease / 4:
+            await self._release_expired()
+            self._last_sweep = time.monotonic()
+        room = min(self._room(), self._hold - self._held - self._in_flight)
+        if room < self._min_claim:
+            self._want_room = True
+            await self._nap(self.settings.poll_interval)
+            self._want_room = False
+            return
+        skip, limits = self._claim_limits()
+        self._skipped = frozenset(skip)
+        asked = min(room, self.settings.batch_size)
+        self._nudged = False
+        last_claim = time.monotonic()
+        claimed = await self._claim(asked, skip, limits)
+        if self._stopping:
+            await self._give_back([item.delivery_id for item in claimed])
+            return
+        self._accept(claimed)
+        if len(claimed) < asked:
+            # Nothing more due now, or only for apps that have enough waiting here.
+            if not self._nudged:
+                wait = self.settings.poll_interval if skip else await self._idle_timeout()
+                await self._nap(wait)
+            # Woken by new work: let what arrives meanwhile come along (a claim that found
+            # nothing waits longer: records kept for apps not pushing wake it too).
+            gap = (MIN_CLAIM_GAP if claimed else EMPTY_CLAIM_GAP) - (time.monotonic() - last_claim)
+            if gap > 0 and not self._stopping:
+                await asyncio.sleep(gap)
 
     async def _nap(self, seconds: float) -> None:
         """Sleep until woken (new work, room to claim, stop) or ``seconds`` passed."""
@@ -427,6 +472,8 @@ class Dispatcher:
         else:
             del host_busy[host]
         self._forget(app)
+        if not self._in_flight and not self._ready and self._done:
+            _resolve(self._writer)  # nothing else to do: write the outcomes now
         if self._host_full:
             held_back = self._host_full.pop(host, None)
             if held_back:
@@ -493,18 +540,17 @@ class Dispatcher:
 
     async def _write_loop(self) -> None:
         """Write outcomes in batches: when a batch is full, or ``FLUSH_INTERVAL`` after the
-        first one waiting; give back deliveries claimed too long ago to push."""
+        first one waiting; give back deliveries claimed too long ago to push. While the
+        store fails, the outcomes wait here and are tried again less and less often."""
         loop = asyncio.get_running_loop()
         while True:
             if self._done or self._expired:
-                batch, self._done = self._done, []
-                expired, self._expired = self._expired, []
-                if self._flush_timer is not None:
-                    self._flush_timer.cancel()
-                    self._flush_timer = None
-                if batch:
-                    await self._write(batch)
-                await self._give_back(expired)
+                if not await self._write_pending():
+                    if self._stopping and self._write_failures >= TRIES_WHEN_STOPPING:
+                        self._drop_pending()
+                    else:
+                        await self._pause(store_retry_delay(self._write_failures))
+                    continue
                 if len(self._done) >= self.settings.batch_size or (self._done and self._stopping):
                     continue
                 if self._done:
@@ -516,6 +562,39 @@ class Dispatcher:
                 await waiter
             finally:
                 self._writer = None
+
+    async def _write_pending(self) -> bool:
+        """Write the outcomes waiting and give back the expired claims; False if the store
+        failed (what was not written waits for the next try)."""
+        batch, self._done = self._done, []
+        expired, self._expired = self._expired, []
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        try:
+            if batch:
+                await self._write(batch)
+                batch = []
+            await self._give_back(expired)
+        except Exception:
+            self._done[:0] = batch
+            self._expired[:0] = expired
+            self._write_failures += 1
+            log.exception(
+                "writing %d outcomes failed (%d in a row)", len(self._done), self._write_failures
+            )
+            return False
+        self._write_failures = 0
+        return True
+
+    def _drop_pending(self) -> None:
+        log.error(
+            "stopping: %d outcomes could not be written; their deliveries are pushed again"
+            " when their leases run out",
+            len(self._done),
+        )
+        self._done.clear()
+        self._expired.clear()
 
     def _drop_waiting(self) -> list[int]:
         """Empty the queues: the ids of the deliveries claimed and not handed to a pusher."""

@@ -46,8 +46,15 @@ class ReplayRunner:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Run replays until ``stop`` is set; a failure of the store is logged and the
+        replay taken up again (its lease runs out) after ``poll_interval``."""
         while not stop.is_set():
-            if not await self.run_one():
+            try:
+                found = await self.run_one()
+            except Exception:
+                log.exception("running replays failed; trying again")
+                found = False
+            if not found:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
                 self._wake.clear()

