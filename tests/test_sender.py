@@ -110,3 +110,14 @@ async def test_extra_headers_are_sent_and_content_type_is_exact(
     assert push.headers["webhook-id"] == "dlv_7"
     assert push.headers["Content-Type"] == "application/json;charset=UTF-8"
     assert push.headers["User-Agent"].startswith("ccpush/")
+
+
+async def test_cookies_a_receiver_sets_are_never_sent_back(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """One customer's endpoint cannot make ccpush carry state from push to push."""
+    receiver.responder = lambda push, seen: Reply(headers={"Set-Cookie": "session=abc; Path=/"})
+    by_name = receiver.url.replace("127.0.0.1", "localhost")  # a jar keeps no IP's cookies
+    for _ in range(2):
+        assert (await sender.send(by_name, BODY, {})).ok
+    assert [push.headers.get("Cookie") for push in receiver.pushes] == [None, None]

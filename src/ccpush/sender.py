@@ -104,6 +104,7 @@ class Sender:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=limits.timeout, connect=limits.connect_timeout),
             auto_decompress=False,  # see PUSH_HEADERS: answers come uncompressed
+            cookie_jar=aiohttp.DummyCookieJar(),  # no state from one push to the next
             trust_env=False,  # no proxy from the environment: the guard checks the target
         )
 
