@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -312,39 +313,56 @@ def _throughput(run: dict[str, Any]) -> list[str]:
 
 
 def _why_throughput(run: dict[str, Any]) -> list[str]:
-    """Why the ratio stays where it is: what a push costs, measured."""
+    """Why the ratio stays where it is: what a push costs, from this run's figures."""
     r = run["results"]
-    cpu = {kind: sorted(v)[len(v) // 2] for kind, v in r["cpu_us_per_push"].items()}
-    bare, sqlite = cpu["bare"], cpu["ccpush-sqlite"]
+
+    def median(key: str, kind: str) -> float:
+        return float(statistics.median(r[key][kind]))
+
+    bare = median("loop_cpu_us_per_push", "bare")
+    headers = median("loop_cpu_us_per_push", "bare-headers")
+    loop = median("loop_cpu_us_per_push", "ccpush-sqlite")
+    busy = median("loop_busy", "ccpush-sqlite")
+    total = median("cpu_us_per_push", "ccpush-sqlite")
+    gil = loop / busy  # the loop's thread's time per push, running or waiting for the GIL
+    room = bare / 0.85 - headers
     return [
         "### Why the throughput ratio is not higher",
         "",
-        "Both sides are bound by one core: the bare loop by its own CPU, ccpush by the thread"
-        " that runs the event loop (Python holds one lock, the GIL, for the two threads of the"
-        " process: the event loop's and SQLite's). In this run a bare push cost"
-        f" {bare:.0f} µs of CPU and a durable ccpush push {sqlite:.0f} µs (all threads). Where"
-        " a ccpush push's time goes, measured with py-spy and per-thread CPU clocks on this"
-        " machine (SQLite, 64 in flight, about 9,000 pushes/s):",
+        "Both sides are bound by one thread: the bare loop by its own, ccpush by the event"
+        " loop's thread, and Python runs one thread at a time (the GIL). In this run:",
+        "",
+        f"- a bare push cost {bare:.1f} µs of CPU; with the 10 headers of the contract's push"
+        f" (signature, ids, sequence, time zone...) {headers:.1f} µs: the request alone is"
+        f" {r['ratios']['bare-headers']:.2f} of the reference's rate;",
+        f"- a durable ccpush push cost {loop:.1f} µs on the event loop's thread, busy"
+        f" {busy:.0%} of the time: the rest it waits for the GIL, held by the store's thread"
+        f" for its Python part (decoding claims, encoding outcomes). That thread's time is"
+        f" {total - loop:.1f} µs per push, most of it inside SQLite, outside the GIL;",
+        f"- so a push costs ~{gil:.0f} µs of the one thread that can run Python, against"
+        f" {bare:.1f} µs for the reference. A ratio of 0.85 allows {bare / 0.85:.1f} µs: after"
+        f" the contract's request ({headers:.1f} µs) that leaves {max(room, 0):.1f} µs for"
+        " everything ccpush adds (claim, sign, schedule, record the attempt, write it"
+        " durably), less than signing alone costs.",
+        "",
+        "Where ccpush's own time goes (py-spy, `--threads`, same benchmark, 60,000 pushes;"
+        " shares of the event loop's thread, approximate):",
         "",
         "| part | µs per push |",
         "|---|---:|",
-        "| the HTTP client (aiohttp) sending the contract's request: 11 headers instead of the"
-        " bare loop's one, ~0.5 KB more | ~68 to 72 (bare loop: ~64 all told) |",
-        "| signing (HMAC-SHA256 over the 1 KB body, Standard Webhooks) | ~5 |",
-        "| the attempt's outcome: timing, excerpt of the answer, `Outcome` | ~5 |",
-        "| scheduling: turns, shares, caps, the decision, the push's headers | ~6 |",
-        "| attempt listeners (metrics, logs) and garbage collection | ~4 |",
-        "| the store's work holding the GIL (decoding claims, encoding outcomes) | ~4 |",
-        "| the store's thread in SQLite (outside the GIL: claims, completions, commits)"
-        " | ~25 to 30 |",
+        "| Standard Webhooks signing (HMAC-SHA256 over the 1 KB body) and the push's headers"
+        " | ~5.5 |",
+        "| the pushers' loop: apps' turns, fair shares, host caps, the retry decision, pace"
+        " | ~8.5 |",
+        "| the attempt's outcome: timing, the answer's excerpt, the guard's cached verdict"
+        " | ~6.5 |",
+        "| writing outcomes in batches, attempt listeners (metrics) | ~4 |",
+        "| claiming (the loop's part) | ~0.5 |",
+        "| waiting for the GIL while the store's thread runs Python | ~7 |",
         "",
-        "The event loop's thread runs ~100 to 105 µs per push, busy ~92% of the time (the rest"
-        " waits for the GIL held by the store's thread): about 9,000 to 9,500 pushes/s against the"
-        " bare loop's 14,000 to 16,000, i.e. 0.58 to 0.63. With the store replaced by one in memory"
-        " (no durability) the dispatcher reaches ~0.71 of the bare loop: that is the ceiling of"
-        " this design with this HTTP client, so 0.85 would need a lighter HTTP client than the"
-        " reference itself. On PostgreSQL, the server shares the same two cores with the"
-        " receiver and the client: machine-wide CPU is the limit there.",
+        "On PostgreSQL the store's work (asyncpg) runs on the event loop's thread itself, and"
+        " the PostgreSQL server shares the machine's two cores with the receiver and the"
+        " benchmark.",
         "",
     ]
 

@@ -7,7 +7,10 @@ A raw asyncio keep-alive HTTP server (uvloop, separate process, 127.0.0.1) answe
 POST with 200 at once. Against it, alternately:
 
 * ``bare``: one ``aiohttp.ClientSession`` (``TCPConnector(limit=C)``), C workers POSTing the
-  same ~1 KB call-record body N times in total: the ceiling for this client on this machine;
+  same ~1 KB call-record body N times in total: the ceiling for this client on this machine
+  (the reference of the ratio);
+* ``bare-headers``: the same with the 10 headers of a ccpush push (Standard Webhooks and
+  ccpush's own, values of the same length): what the contract's request costs the client;
 * ``ccpush``: N records ingested with ``store.ingest`` in batches of 500 (not timed), then the
   real ``Service`` dispatching them (concurrency C), timed from ``service.start()`` until
   every delivery is durably ``delivered`` (a listener counts completions; the count is then
@@ -15,7 +18,8 @@ POST with 200 at once. Against it, alternately:
   (in a throw-away schema ``bench_<random>``, dropped afterwards, then a ``CHECKPOINT``
   so that the server does not write the run's changes out during the next run).
 
-Prints each run (rate, and this process's CPU time per push over all its threads), the median
+Prints each run (rate, this process's CPU time per push over all its threads, and the event
+loop's thread's alone), the median
 of each kind, the ratio of medians (ccpush / bare) and the median of the per-round ratios, and
 the load average before and after: on a shared machine, other processes' load moves the
 rates, so compare runs of the same round and look at CPU per push too.
@@ -25,36 +29,48 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import multiprocessing
 import os
-import platform
 import secrets
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import uvloop
 
-import ccpush
 from ccpush.models import Completion, DeliveryState, NewRecord
-from ccpush.record import CONTENT_TYPE, CallRecord, parse_zone
+from ccpush.record import CONTENT_TYPE
+from ccpush.sender import PUSH_HEADERS
 from ccpush.service import Service
 from ccpush.settings import Settings
 from ccpush.store import Store, open_store
+from common import (
+    ReceiverProcess,
+    drop_schema,
+    machine_info,
+    make_records,
+    with_schema,
+    write_json,
+)
 
 INGEST_BATCH = 500
 HEADERS = {"Content-Type": CONTENT_TYPE}
-ZONE = parse_zone("+08:00")
+CONTRACT_HEADERS = {
+    **PUSH_HEADERS,
+    "webhook-id": "dlv_1234567",
+    "webhook-timestamp": "1764160000",
+    "webhook-signature": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+    "ccpush-record-timezone": "+08:00",
+    "ccpush-sequence": "1234567",
+    "ccpush-record-version": "1",
+    "ccpush-attempt": "1",
+}
+"""A ccpush push's headers, with values as long as a real push's."""
 
 
 class Timing(NamedTuple):
@@ -62,135 +78,25 @@ class Timing(NamedTuple):
     """Wall time of the measured part."""
     cpu: float
     """CPU time of this process (every thread) in the measured part."""
+    loop_cpu: float
+    """CPU time of the event loop's thread (this one) in the measured part."""
 
 
-def clocks() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
+def clocks() -> tuple[float, float, float]:
+    return time.perf_counter(), time.process_time(), time.thread_time()
 
 
-def since(start: tuple[float, float]) -> Timing:
-    return Timing(time.perf_counter() - start[0], time.process_time() - start[1])
-
-
-# The receiver: raw asyncio + uvloop, keep-alive, in its own process
-
-RESPONSE = (
-    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
-)
-
-
-class ReceiverProtocol(asyncio.Protocol):
-    """Parses requests by Content-Length and answers each with 200, keeping the connection."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.transport: Any = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # uvloop's transports are not asyncio.Transport subclasses
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        while (end := buffer.find(b"\r\n\r\n")) >= 0:
-            total = end + 4 + _content_length(bytes(buffer[:end]))
-            if len(buffer) < total:
-                return
-            del buffer[:total]
-            self.transport.write(RESPONSE)
-
-
-def _content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    return 0
-
-
-def receiver_main(conn: Connection) -> None:
-    """The receiver process: listen on a free port, send it back, serve until killed."""
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(ReceiverProtocol, "127.0.0.1", 0, backlog=1024)
-        conn.send(server.sockets[0].getsockname()[1])
-        await server.serve_forever()
-
-    uvloop.run(serve())
-
-
-def start_receiver() -> tuple[multiprocessing.Process, str]:
-    parent, child = multiprocessing.get_context("spawn").Pipe()
-    process = multiprocessing.get_context("spawn").Process(
-        target=receiver_main, args=(child,), daemon=True, name="bench-receiver"
-    )
-    process.start()
-    if not parent.poll(30):
-        process.kill()
-        raise RuntimeError("the receiver did not start")
-    port = parent.recv()
-    return process, f"http://127.0.0.1:{port}/cc-http/call-records"
-
-
-# The payload: a realistic call record of about 1 KB
-
-
-def make_record(index: int) -> CallRecord:
-    sid = f"2311171342{index:07d}"
-    return CallRecord(
-        callId=f"231117141223{index:08d}",
-        callSessionId=sid,
-        called="918613237978737",
-        calledInfo="India, Reliance Jio Infocomm mobile, Maharashtra circle",
-        caller="918069451200",
-        ccode="91",
-        ccodeName="India",
-        agentName="Priya Sharma",
-        agentGroupName="TAOTAO",
-        agentAccount="priya.sharma@acme-callcenter.example",
-        callDuration=15,
-        callType=3,
-        hangupCode="200",
-        hangupReason=1,
-        hangingDirection=0,
-        labels=["Intended customers", "High level"],
-        baseCost="0.0095",
-        cost="0.0143",
-        remark=(
-            "Customer asked about the annual plan and the family add-on; wants a quote by"
-            " e-mail and a callback on Monday after 10:00 local time. Prefers Hindi or English."
-            " Previous ticket #48213 closed; no complaint open. Do not call on weekends."
-        ),
-        callStartTime="2023-11-17 13:42:30",
-        answerTime="2023-11-17 13:42:33",
-        callEndTime="2023-11-17 13:42:48",
-        voiceUrl=(
-            f"https://recordings.example.com/cc/2023/11/17/{sid}.mp3"
-            "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=604800"
-            "&X-Amz-Signature=3f1d2c4b5a6978e0f1d2c3b4a5968778695a4b3c2d1e0f9e8d7c6b5a49382716"
-        ),
-    )
-
-
-def make_records(count: int) -> list[NewRecord]:
-    records = []
-    for index in range(count):
-        record = make_record(index)
-        records.append(
-            NewRecord(
-                call_session_id=record.callSessionId,
-                body=record.push_body(),
-                call_start=record.call_start(ZONE),
-            )
-        )
-    return records
+def since(start: tuple[float, float, float]) -> Timing:
+    wall, cpu, loop = clocks()
+    return Timing(wall - start[0], cpu - start[1], loop - start[2])
 
 
 # Bare aiohttp: the client's ceiling
 
 
-async def run_bare(url: str, body: bytes, total: int, concurrency: int) -> Timing:
+async def run_bare(
+    url: str, body: bytes, total: int, concurrency: int, headers: dict[str, str] = HEADERS
+) -> Timing:
     """Seconds for ``total`` POSTs by ``concurrency`` workers over one session."""
     remaining = total
 
@@ -198,7 +104,7 @@ async def run_bare(url: str, body: bytes, total: int, concurrency: int) -> Timin
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            async with session.post(url, data=body, headers=HEADERS) as response:
+            async with session.post(url, data=body, headers=headers) as response:
                 await response.read()
                 if response.status != 200:
                     raise RuntimeError(f"the receiver answered {response.status}")
@@ -296,41 +202,7 @@ async def run_ccpush_postgres(
             await drop_schema(pg_url, schema)
 
 
-def with_schema(url: str, schema: str) -> str:
-    parts = urlsplit(url)
-    query = [*parse_qsl(parts.query), ("schema", schema)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-async def drop_schema(url: str, schema: str) -> None:
-    import asyncpg
-
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "schema"]
-    dsn = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(query)))
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        # Write the run's changes out now, not during the next run (another kind's).
-        await conn.execute("CHECKPOINT")
-    finally:
-        await conn.close()
-
-
 # Running, reporting
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-        "uvloop": uvloop.__version__,
-        "sqlite": sqlite3.sqlite_version,
-        "ccpush": f"{ccpush.__version__} ({Path(ccpush.__file__).parent})",
-    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -347,11 +219,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def report(kinds: list[str], timings: dict[str, list[Timing]], n: int) -> dict[str, Any]:
     rates = {kind: [n / t.seconds for t in timings[kind]] for kind in kinds}
     cpu_us = {kind: [t.cpu / n * 1e6 for t in timings[kind]] for kind in kinds}
+    loop_us = {kind: [t.loop_cpu / n * 1e6 for t in timings[kind]] for kind in kinds}
+    loop_busy = {kind: [t.loop_cpu / t.seconds for t in timings[kind]] for kind in kinds}
     medians = {kind: statistics.median(rates[kind]) for kind in kinds}
     for kind in kinds:
         spread = ", ".join(f"{rate:,.0f}" for rate in rates[kind])
-        cpu = statistics.median(cpu_us[kind])
-        print(f"  {kind:<16}{medians[kind]:>9,.0f} /s  {cpu:6.1f} us CPU/push   (runs: {spread})")
+        print(
+            f"  {kind:<16}{medians[kind]:>9,.0f} /s  {statistics.median(cpu_us[kind]):6.1f} us"
+            f" CPU/push, {statistics.median(loop_us[kind]):6.1f} on the loop's thread"
+            f" (busy {statistics.median(loop_busy[kind]):.0%})   (runs: {spread})"
+        )
     ratios, paired = {}, {}
     for kind in kinds[1:]:
         ratios[kind] = medians[kind] / medians["bare"]
@@ -364,6 +241,8 @@ def report(kinds: list[str], timings: dict[str, list[Timing]], n: int) -> dict[s
     return {
         "per_s": rates,
         "cpu_us_per_push": cpu_us,
+        "loop_cpu_us_per_push": loop_us,
+        "loop_busy": loop_busy,
         "medians_per_s": medians,
         "ratios": ratios,
         "median_round_ratios": paired,
@@ -373,19 +252,16 @@ def report(kinds: list[str], timings: dict[str, list[Timing]], n: int) -> dict[s
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     info = machine_info()
     print("machine: " + ", ".join(f"{key} {value}" for key, value in info.items()))
-    process, url = start_receiver()
-    try:
+    with ReceiverProcess(["ok"]) as receiver:
+        url = receiver.url
         records = make_records(args.records)
         body = records[0].body
-        print(f"payload: {len(body)} bytes; receiver {url} (pid {process.pid})")
+        print(f"payload: {len(body)} bytes; receiver {url} (pid {receiver.process.pid})")
         await run_bare(url, body, min(2_000, args.records), args.concurrency)  # warm-up
         runs = plan_runs(args, url, records, body)
         load_before = os.getloadavg()
-        timings = await measure(runs, args)
+        timings = await measure(runs, args, receiver)
         load_after = os.getloadavg()
-    finally:
-        process.kill()
-        process.join()
     what = f"{args.records} pushes each, concurrency {args.concurrency}"
     print(f"\nmedians of {args.repeat} runs, {what}:")
     summary = report(list(runs), timings, args.records)
@@ -412,6 +288,7 @@ def plan_runs(
     n, c, batch = args.records, args.concurrency, args.batch_size
     runs: dict[str, Runner] = {
         "bare": lambda: run_bare(url, body, n, c),
+        "bare-headers": lambda: run_bare(url, body, n, c, CONTRACT_HEADERS),
         "ccpush-sqlite": lambda: run_ccpush_sqlite(url, records, c, batch),
     }
     if args.postgres:
@@ -420,16 +297,20 @@ def plan_runs(
     return runs
 
 
-async def measure(runs: dict[str, Runner], args: argparse.Namespace) -> dict[str, list[Timing]]:
+async def measure(
+    runs: dict[str, Runner], args: argparse.Namespace, receiver: ReceiverProcess
+) -> dict[str, list[Timing]]:
     timings: dict[str, list[Timing]] = {kind: [] for kind in runs}
     for round_number in range(1, args.repeat + 1):
         for kind, run in runs.items():
+            receiver.take_log()  # the receiver keeps what arrived: start each run empty
             timing = await run()
             timings[kind].append(timing)
             print(
                 f"run {round_number}/{args.repeat} {kind:<16}"
                 f"{args.records / timing.seconds:>9,.0f} /s  ({timing.seconds:.2f} s,"
-                f" {timing.cpu / args.records * 1e6:.1f} us CPU/push)",
+                f" {timing.cpu / args.records * 1e6:.1f} us CPU/push,"
+                f" {timing.loop_cpu / args.records * 1e6:.1f} on the loop's thread)",
                 flush=True,
             )
     return timings
@@ -437,8 +318,5 @@ async def measure(runs: dict[str, Runner], args: argparse.Namespace) -> dict[str
 
 if __name__ == "__main__":
     arguments = parse_args()
-    results = uvloop.run(main(arguments))
-    if arguments.json:
-        arguments.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"results written to {arguments.json}")
+    write_json(arguments.json, uvloop.run(main(arguments)))
     sys.exit(0)
