@@ -15,6 +15,9 @@ from ccpush.models import (
     ErrorKind,
     NewRecord,
     Outcome,
+    ReplayJob,
+    ReplayKind,
+    ReplayState,
 )
 from ccpush.store import Store, open_store
 
@@ -258,3 +261,49 @@ class TestStore:
         assert all(r.accepted for r in results)
         claimed = await claim(store, clock, limit=5000)
         assert sorted(c.call_session_id for c in claimed) == sorted(ids)
+
+    async def test_a_replay_taken_over_is_enqueued_once(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        """Two runners: the second takes a replay over only once the first's lease ran out,
+        from where it was; the first can then add nothing. Each record is queued once."""
+        app = await store.create_app(name="a", push_url=None, now=clock.now())
+        await store.ingest(app.id, new_records(*(f"s{i}" for i in range(250))), now=clock.now())
+        job, created = await store.create_replay(
+            app.id,
+            kind=ReplayKind.RANGE,
+            range_from=START - timedelta(hours=1),
+            range_to=START + timedelta(hours=1),
+            cap=1000,
+            now=clock.now(),
+        )
+        assert created
+        assert job.total == 250
+        lease = timedelta(seconds=60)
+
+        async def lease_it(owner: str) -> ReplayJob | None:
+            return await store.claim_replay(
+                now=clock.now(), lease_until=clock.now() + lease, owner=owner
+            )
+
+        async def advance(owner: str) -> ReplayJob | None:
+            now = clock.now()
+            return await store.advance_replay(
+                job.id, owner=owner, chunk=100, now=now, lease_until=now + lease
+            )
+
+        assert await lease_it("first") is not None
+        assert (await advance("first")).enqueued == 100  # type: ignore[union-attr]
+        assert await lease_it("second") is None  # leased
+        clock.advance(lease + timedelta(seconds=1))
+        taken = await lease_it("second")
+        assert taken is not None
+        assert taken.enqueued == 100
+        assert await advance("first") is None  # its lease is gone: nothing added
+        while (current := await advance("second")) is not None:
+            if current.state is ReplayState.DONE:
+                break
+        assert current is not None
+        assert (current.state, current.enqueued) == (ReplayState.DONE, 250)
+        counts = await store.count_by_state(app.id)
+        assert counts[DeliveryState.HELD] == 500  # the 250 ingested and one replay of each
