@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ccpush.clock import Clock
-from ccpush.models import Completion, DeliveryState, IngestResult
+from ccpush.models import Completion, DeliveryState, ErrorKind, IngestResult
 from ccpush.store.base import Store
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -45,7 +45,9 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
-        self._attempt_counters: dict[tuple[str, str, str], Counter] = {}
+        self._attempt_counters: dict[
+            tuple[int | None, ErrorKind | None, DeliveryState], Counter
+        ] = {}
         self.oldest_due = Gauge(
             "ccpush_oldest_due_age_seconds",
             "How long the oldest due delivery has waited (0: none is late)",
@@ -58,17 +60,12 @@ class Metrics:
 
     def count_attempt(self, done: Completion) -> None:
         """An ``AttemptListener``: called for every attempt written (on the hot path: the
-        labelled counters are looked up once per combination, not once per attempt)."""
+        labelled counter is looked up once per kind of attempt, not once per attempt)."""
         outcome = done.outcome
-        status = outcome.status_code
-        key = (
-            _outcome(done),
-            f"{status // 100}xx" if status else "none",
-            outcome.error_kind.value if outcome.error_kind else "",
-        )
-        counter = self._attempt_counters.get(key)
+        kind = (outcome.status_code, outcome.error_kind, done.next_state)
+        counter = self._attempt_counters.get(kind)
         if counter is None:
-            counter = self._attempt_counters[key] = self.attempts.labels(*key)
+            counter = self._attempt_counters[kind] = self.attempts.labels(*_labels(done))
         counter.inc()
         self.latency.observe(outcome.duration_ms / 1000)
 
@@ -80,6 +77,17 @@ class Metrics:
         late = (clock.now() - due).total_seconds() if due else 0.0
         self.oldest_due.set(max(late, 0.0))
         return generate_latest(self.registry)
+
+
+def _labels(done: Completion) -> tuple[str, str, str]:
+    """``outcome``, ``status_class`` and ``error_kind`` of an attempt."""
+    outcome = done.outcome
+    status = outcome.status_code
+    return (
+        _outcome(done),
+        f"{status // 100}xx" if status else "none",
+        outcome.error_kind.value if outcome.error_kind else "",
+    )
 
 
 def _outcome(done: Completion) -> str:

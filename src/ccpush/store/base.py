@@ -163,6 +163,8 @@ class Streak:
 def failure_streaks(completions: Sequence[Completion]) -> dict[str, Streak]:
     """Per app: whether a push succeeded, and since when pushes have failed without a
     success after (the first failure after the last success)."""
+    if all(done.outcome.error_kind is None for done in completions):  # the usual batch
+        return {done.claimed.app_id: Streak(True, None) for done in completions}
     last_ok: dict[str, datetime] = {}
     for done in completions:
         if done.outcome.ok:
