@@ -44,12 +44,12 @@ from common import (
     DEFAULT_POSTGRES,
     ReceiverProcess,
     load_average,
-    machine_info,
     make_records,
     peak_rss_mb,
     percentile,
+    run_benchmark,
     store_url,
-    write_json,
+    with_load,
 )
 
 APPS = 100
@@ -357,12 +357,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     for backend, postgres in backends.items():
         out[backend] = await run_backend(args, backend, postgres)
-    out["load_average"] = {"before": load_before, "after": load_average()}
-    print(f"load average before {load_before}, after {out['load_average']['after']}")
-    return out
+    return with_load(out, load_before)
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_info().items()))
-    write_json(arguments.json, uvloop.run(main(arguments)))
+    run_benchmark(main, parse_args())

@@ -9,6 +9,7 @@ generator can be subtracted.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -474,6 +475,22 @@ def write_json(path: Path | None, results: dict[str, Any]) -> None:
     if path is not None:
         path.write_text(json.dumps(results, indent=2) + "\n")
         print(f"results written to {path}")
+
+
+def run_benchmark(
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
+    args: argparse.Namespace,
+) -> None:
+    """Print the machine, run ``main(args)`` on uvloop, write its results to ``--json``."""
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_info().items()))
+    write_json(args.json, uvloop.run(main(args)))
+
+
+def with_load(out: dict[str, Any], before: tuple[float, float, float]) -> dict[str, Any]:
+    """``out`` with the load averages before and now (other processes move the figures)."""
+    out["load_average"] = {"before": before, "after": load_average()}
+    print(f"load average before {before}, after {out['load_average']['after']}")
+    return out
 
 
 # An open-loop load generator: records at a fixed rate, whatever the answers

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import uvloop
 
 from common import (
     CcpushServer,
@@ -41,11 +40,11 @@ from common import (
     free_port,
     ingest_key,
     load_average,
-    machine_info,
     process_cpu,
     record_json,
+    run_benchmark,
     store_url,
-    write_json,
+    with_load,
 )
 
 SINGLE_CLIENTS = 64
@@ -222,12 +221,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results = await measure(args, backend, postgres)
         print(f"\nmedians of {args.repeat} runs, {backend}:")
         out[backend] = summarize(results)
-    out["load_average"] = {"before": load_before, "after": load_average()}
-    print(f"load average before {load_before}, after {out['load_average']['after']}")
-    return out
+    return with_load(out, load_before)
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_info().items()))
-    write_json(arguments.json, uvloop.run(main(arguments)))
+    run_benchmark(main, parse_args())

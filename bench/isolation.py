@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import uvloop
 
 from common import (
     CcpushServer,
@@ -37,10 +36,10 @@ from common import (
     ingest_key,
     latency_figures,
     load_average,
-    machine_info,
     offer,
+    run_benchmark,
     store_url,
-    write_json,
+    with_load,
 )
 
 
@@ -139,12 +138,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         f" {out['faulty']['p99_ms']:.1f} ms with faulty apps vs {out['healthy']['p99_ms']:.1f} ms"
         " without"
     )
-    out["load_average"] = {"before": load_before, "after": load_average()}
-    print(f"load average before {load_before}, after {out['load_average']['after']}")
-    return out
+    return with_load(out, load_before)
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_info().items()))
-    write_json(arguments.json, uvloop.run(main(arguments)))
+    run_benchmark(main, parse_args())

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import uvloop
 
 from common import (
     CcpushServer,
@@ -36,12 +35,12 @@ from common import (
     ingest_key,
     latency_figures,
     load_average,
-    machine_info,
     offer,
     percentile,
+    run_benchmark,
     store_url,
     wait_for_arrivals,
-    write_json,
+    with_load,
 )
 
 
@@ -156,12 +155,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             f" {result['server_cpu_us_per_record']:.0f} us CPU/record,"
             f" peak RSS {result['server_peak_rss_mb']:.0f} MB"
         )
-    out["load_average"] = {"before": load_before, "after": load_average()}
-    print(f"load average before {load_before}, after {out['load_average']['after']}")
-    return out
+    return with_load(out, load_before)
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_info().items()))
-    write_json(arguments.json, uvloop.run(main(arguments)))
+    run_benchmark(main, parse_args())
