@@ -158,8 +158,12 @@ async def test_a_failed_commit_fails_every_request_in_it(
     gated = GatedStore(service.store)
     gated.fail = StoreError("disk full")
     app_id = await new_app(service)
-    with pytest.raises(StoreError):
-        await asyncio.gather(post(client, app_id, "s0"), post(client, app_id, "s1"))
+    answers = await asyncio.gather(post(client, app_id, "s0"), post(client, app_id, "s1"))
+    for answer in answers:
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "5"
+        assert answer.json()["error"]["code"] == "store_unavailable"
+    assert sum((await service.store.count_by_state(app_id)).values()) == 0  # none stored
     gated.fail = None
     assert (await post(client, app_id, "s2")).status_code == 202
     assert (await service.store.count_by_state(app_id))[DeliveryState.HELD] == 1

@@ -26,6 +26,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "The body is larger than allowed"},
     422: {"model": ErrorOut, "description": "Invalid input: every problem with its field"},
     429: {"model": ErrorOut, "description": "Too many requests (see Retry-After)"},
+    503: {
+        "model": ErrorOut,
+        "description": "The database did not answer: nothing was changed (see Retry-After)",
+    },
 }
 
 DESCRIPTION = """

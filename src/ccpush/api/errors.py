@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import sqlite3
+from typing import Any, Final
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ccpush.api.schemas import ErrorBody, ErrorOut
-from ccpush.errors import NotFound, ReplayTooLarge
+from ccpush.errors import NotFound, ReplayTooLarge, StoreError
 from ccpush.record import Problem
+
+log = logging.getLogger(__name__)
+
+STORE_FAILURES: Final = (
+    StoreError,
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+)
+"""What a store raises when its database fails (down, unreachable, disk full, locked)."""
+STORE_RETRY_AFTER: Final = "5"
 
 
 class ApiError(Exception):
@@ -75,6 +91,19 @@ def install_error_handlers(app: FastAPI) -> None:
                 reason = "is not a known field"
             problems.append(Problem(field=_path(tuple(item.get("loc", ()))), reason=reason))
         return invalid(problems).response()
+
+    async def _store_failed(request: Request, exc: Exception) -> JSONResponse:
+        # Every change is one transaction: a request that fails here changed nothing.
+        log.error("%s %s: the store failed: %r", request.method, request.url.path, exc)
+        return ApiError(
+            503,
+            "store_unavailable",
+            "the database did not answer: nothing was changed; try again",
+            headers={"Retry-After": STORE_RETRY_AFTER},
+        ).response()
+
+    for failure in STORE_FAILURES:
+        app.add_exception_handler(failure, _store_failed)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
