@@ -217,7 +217,8 @@ def report(
         + (" --quick" if args.quick else "")
     )
     commit = _git("rev-parse", "--short", "HEAD")
-    dirty = " (with uncommitted changes)" if _git("status", "--porcelain") else ""
+    changed = _git("status", "--porcelain", "--", ".", ":!docs/benchmarks.md")
+    dirty = " (with uncommitted changes)" if changed else ""
     lines = [
         "# Benchmarks",
         "",
@@ -337,8 +338,8 @@ def _why_throughput(run: dict[str, Any]) -> list[str]:
         f" (signature, ids, sequence, time zone...) {headers:.1f} µs: the request alone is"
         f" {r['ratios']['bare-headers']:.2f} of the reference's rate;",
         f"- a durable ccpush push cost {loop:.1f} µs on the event loop's thread, busy"
-        f" {busy:.0%} of the time: the rest it waits for the GIL, held by the store's thread"
-        f" for its Python part (decoding claims, encoding outcomes). That thread's time is"
+        f" {busy:.0%} of the time: the rest it waits for the GIL, taken by the store's thread"
+        f" to decode claims and encode outcomes. That thread's time is"
         f" {total - loop:.1f} µs per push, most of it inside SQLite, outside the GIL;",
         f"- so a push costs ~{gil:.0f} µs of the one thread that can run Python, against"
         f" {bare:.1f} µs for the reference. A ratio of 0.85 allows {bare / 0.85:.1f} µs: after"
@@ -359,7 +360,8 @@ def _why_throughput(run: dict[str, Any]) -> list[str]:
         " | ~6.5 |",
         "| writing outcomes in batches, attempt listeners (metrics) | ~4 |",
         "| claiming (the loop's part) | ~0.5 |",
-        "| waiting for the GIL while the store's thread runs Python | ~7 |",
+        "| waiting for the GIL: the store's thread's Python (~2.5) and the hand-offs between"
+        " the two threads | ~7 |",
         "",
         "On PostgreSQL the store's work (asyncpg) runs on the event loop's thread itself, and"
         " the PostgreSQL server shares the machine's two cores with the receiver and the"
