@@ -82,7 +82,7 @@ def post(client: httpx.AsyncClient, app_id: str, sid: str) -> Any:
     return client.post(f"/v1/apps/{app_id}/call-records", json=minimal_record(sid))
 
 
-def queued(api: FastAPI) -> int:
+def queued_requests(api: FastAPI) -> int:
     """Ingestion requests waiting for the next commit."""
     committer: GroupCommit = api.state.group_commit
     return committer.waiting
@@ -97,7 +97,7 @@ async def test_requests_that_arrive_together_are_committed_together(
     first = asyncio.create_task(post(client, app_id, "s0"))
     await gated.entered.wait()  # the first commit is under way...
     others = [asyncio.create_task(post(client, app_id, f"s{n}")) for n in range(1, 10)]
-    await eventually(lambda: queued(api) == 9)  # ...the nine others wait for the next one
+    await eventually(lambda: queued_requests(api) == 9)  # ...the nine others wait for the next one
     gated.gate.set()
     answers = await asyncio.gather(first, *others)
     assert [answer.status_code for answer in answers] == [202] * 10
@@ -120,7 +120,7 @@ async def test_202_waits_for_the_commit(
     # While a whole other request is received, checked and queued, no answer comes:
     # the transaction is not committed.
     later = asyncio.create_task(post(client, app_id, "s2"))
-    await eventually(lambda: queued(api) == 1)
+    await eventually(lambda: queued_requests(api) == 1)
     assert not answer.done()
     gated.gate.set()
     assert (await answer).status_code == 202
@@ -144,7 +144,7 @@ async def test_a_request_for_an_unknown_app_fails_alone(
     await gated.entered.wait()
     good = asyncio.create_task(post(client, app_id, "s1"))
     bad = asyncio.create_task(post(client, "app_missing", "s2"))
-    await eventually(lambda: queued(api) == 2)
+    await eventually(lambda: queued_requests(api) == 2)
     gated.gate.set()
     assert (await first).status_code == 202
     assert (await good).status_code == 202
@@ -210,3 +210,42 @@ async def test_ingest_many_reports_each_request(store: Store, clock: ManualClock
     assert type(other_account).__name__ == "AppNotFound"
     assert isinstance(second, list)
     assert [(r.status.value, r.sequence) for r in second] == [("duplicate", None), ("accepted", 2)]
+
+
+async def test_a_full_queue_answers_503_and_stores_nothing_more(
+    tmp_path: Path, db_url: str
+) -> None:
+    service = make_service(tmp_path, db_url, max_queued_records=25)
+    await service.start(dispatch=False)
+    try:
+        api = create_api(service, admin_token=TOKEN)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(api),
+            base_url="http://ccpush.test",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as client:
+            gated = GatedStore(service.store)
+            gated.gate.clear()
+            app_id = await new_app(service)
+
+            def batch(n: int) -> Any:
+                records = [minimal_record(f"b{n}-{i}") for i in range(10)]
+                return client.post(f"/v1/apps/{app_id}/call-records", json=records)
+
+            first = asyncio.create_task(batch(0))
+            await gated.entered.wait()  # the first commit is under way
+            queued = [asyncio.create_task(batch(n)) for n in (1, 2)]
+            await eventually(lambda: queued_requests(api) == 2)  # 20 records wait
+            async with asyncio.timeout(10):  # not queued behind the held commit
+                refused = await batch(3)  # 10 more would make 30 > 25
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == "1"
+            assert refused.json()["error"]["code"] == "ingestion_busy"
+            gated.gate.set()
+            answers = await asyncio.gather(first, *queued)
+            assert [answer.status_code for answer in answers] == [202] * 3
+            counts = await service.store.count_by_state(app_id)
+            assert counts[DeliveryState.HELD] == 30  # the refused batch is not stored
+            assert (await batch(3)).status_code == 202  # and can be sent again
+    finally:
+        await service.stop()

@@ -12,6 +12,7 @@
     │   ├── RecordNotFound
     │   └── ReplayNotFound
     ├── ReplayTooLarge
+    ├── IngestionBusy
     └── TargetRefused (also an OSError)
 
 A failed push is not an exception: it is an attempt outcome, stored as data
@@ -70,6 +71,10 @@ class ReplayNotFound(NotFound):
 
 class ReplayTooLarge(CcpushError):
     """The replay would push more records than one replay may; narrow the range."""
+
+
+class IngestionBusy(CcpushError):
+    """More records wait for the database than ingestion may queue; send again shortly."""
 
 
 class TargetRefused(CcpushError, OSError):

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     response_excerpt_bytes: Annotated[int, Field(ge=0, le=65_536)] = 2048
     max_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
     max_batch_records: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    max_queued_records: Annotated[int, Field(ge=1)] = 20_000
+    """Records ingestion may hold waiting for their commit; beyond, 503 ``ingestion_busy``."""
     max_request_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
     """Largest body of a request other than ingestion (413 above)."""
     key_rate_limit: Annotated[float, Field(ge=0)] = 1000.0

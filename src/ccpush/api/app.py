@@ -28,7 +28,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"model": ErrorOut, "description": "Too many requests (see Retry-After)"},
     503: {
         "model": ErrorOut,
-        "description": "The database did not answer: nothing was changed (see Retry-After)",
+        "description": "The database did not answer, or ingestion has too many records"
+        " waiting for it: nothing was changed (see Retry-After)",
     },
 }
 

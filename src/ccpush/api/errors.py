@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ccpush.api.schemas import ErrorBody, ErrorOut
-from ccpush.errors import NotFound, ReplayTooLarge, StoreError
+from ccpush.errors import IngestionBusy, NotFound, ReplayTooLarge, StoreError
 from ccpush.record import Problem
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ STORE_FAILURES: Final = (
 )
 """What a store raises when its database fails (down, unreachable, disk full, locked)."""
 STORE_RETRY_AFTER: Final = "5"
+BUSY_RETRY_AFTER: Final = "1"
 
 
 class ApiError(Exception):
@@ -104,6 +105,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for failure in STORE_FAILURES:
         app.add_exception_handler(failure, _store_failed)
+
+    @app.exception_handler(IngestionBusy)
+    async def _busy(_: Request, exc: IngestionBusy) -> JSONResponse:
+        return ApiError(
+            503, "ingestion_busy", str(exc), headers={"Retry-After": BUSY_RETRY_AFTER}
+        ).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

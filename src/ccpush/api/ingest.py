@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ccpush.api.errors import ApiError, invalid
+from ccpush.errors import IngestionBusy
 from ccpush.models import IngestResult, NewRecord
 from ccpush.record import CallRecord, Problem, problems_from
 from ccpush.store.base import IngestRequest, Store
@@ -65,10 +66,20 @@ class GroupCommit:
     for an unknown app is refused alone.
     """
 
-    def __init__(self, store: Store, *, window: float = 0.0, max_records: int = 2000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        window: float = 0.0,
+        max_records: int = 2000,
+        max_queued: int = 20_000,
+    ) -> None:
         self.store = store
         self.window = window
         self.max_records = max_records
+        self.max_queued = max_queued
+        """Records the queue may hold: a slow database makes ingestion refuse (and the
+        platform send again), not pile requests up in memory."""
         self._queue: deque[_Queued] = deque()
         self._queued_records = 0
         self._committer: asyncio.Task[None] | None = None
@@ -86,6 +97,8 @@ class GroupCommit:
         now: datetime,
         account_id: str | None = None,
     ) -> list[IngestResult]:
+        if self._queued_records and self._queued_records + len(records) > self.max_queued:
+            raise IngestionBusy
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[IngestResult]] = loop.create_future()
         request = IngestRequest(app_id=app_id, records=records, now=now, account_id=account_id)

@@ -91,7 +91,9 @@ def _group_commit(request: Request, service: Service) -> GroupCommit:
     state = request.app.state
     committer: GroupCommit | None = getattr(state, "group_commit", None)
     if committer is None or committer.store is not service.store:
-        committer = state.group_commit = GroupCommit(service.store)
+        committer = state.group_commit = GroupCommit(
+            service.store, max_queued=service.settings.max_queued_records
+        )
     return committer
 
 
