@@ -38,6 +38,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
             ("ingestion", ["--seconds", "2", "--repeat", "1"]),
             ("latency", ["--seconds", "10", "--reference-seconds", "3"]),
             ("isolation", ["--seconds", "20"]),
+            ("apps", ["--apps", "2000", "--repeat", "1", *pg]),
             (
                 "backlog",
                 [
@@ -58,6 +59,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ("ingestion", ["--seconds", "8", "--repeat", "3"]),
         ("latency", ["--seconds", "60", "--reference-seconds", "15"]),
         ("isolation", ["--seconds", "60"]),
+        ("apps", [*pg]),
         ("backlog", ["--backlog", "1000000", "--repeat", "3", *pg]),
     ]
 
@@ -259,6 +261,7 @@ def report(
     lines += _latency(runs["latency"])
     lines += _isolation(runs["isolation"])
     lines += _backlog(runs["backlog"])
+    lines += _apps(runs["apps"])
     lines += ["## Output", ""]
     for name, run in runs.items():
         lines += [
@@ -482,6 +485,30 @@ def _backlog(run: dict[str, Any]) -> list[str]:
             f" {x['backlog']['claim_p50_ms']:.1f} / {x['backlog']['claim_p99_ms']:.1f} ms |"
             f" {x['dispatcher']['peak_rss_mb']:.0f} MB |"
         )
+    return [*lines, ""]
+
+
+def _apps(run: dict[str, Any]) -> list[str]:
+    r = run["results"]
+    st = r["settings"]
+    lines = [
+        "## Many apps: claiming when most apps are idle",
+        "",
+        f"`bench/apps.py`: the same work ({st['busy']} apps with 200 due deliveries each)"
+        f" in a store of {st['few']} apps (`few`, the reference) and one of {st['apps']:,}"
+        f" (`many`); claims of {st['claim']} as under light load, {st['claims']} a run,"
+        f" {st['repeat']} rounds, medians. The claim finds the apps with work along the"
+        " lanes' indexes, so idle apps should cost it nothing. " + _load(r),
+        "",
+        f"| backend | claim p50, {st['few']} apps | claim p50, {st['apps']:,} apps | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for backend in ("sqlite", "postgres"):
+        if backend in r:
+            x = r[backend]
+            lines.append(
+                f"| {backend} | {x['few_ms']:.2f} ms | {x['many_ms']:.2f} ms | {x['ratio']:.2f} |"
+            )
     return [*lines, ""]
 
 

@@ -19,6 +19,7 @@ from ccpush.errors import StoreError
 from ccpush.models import Claimed, Completion, DeliveryState, ErrorKind, Outcome
 from ccpush.service import Service
 from ccpush.store import Store
+from ccpush.store.sqlite import CLAIM_DUE, SqliteStore
 from tests.conftest import minimal_record
 from tests.helpers import eventually, make_service, new_record
 from tests.receiver import Receiver, Reply
@@ -399,3 +400,18 @@ async def test_a_stopping_dispatcher_drops_what_it_cannot_write(
 )
 def test_a_failing_store_is_tried_less_and_less_often(failures: int, seconds: float) -> None:
     assert store_retry_delay(failures) == pytest.approx(seconds)
+
+
+async def test_claiming_reads_only_the_apps_with_work(tmp_path: Path) -> None:
+    """The claim finds apps with due work along the lanes' indexes (a loose index scan),
+    never by reading every app: idle apps cost it nothing."""
+    store = SqliteStore.from_url(f"sqlite:///{tmp_path / 'plan.db'}")
+    await store.open()
+    try:
+        plan = await store._read("EXPLAIN QUERY PLAN " + CLAIM_DUE, (0.0, 16, "[]", "{}"))
+        steps = [row[3] for row in plan]
+        assert not [step for step in steps if step.startswith(("SCAN a", "SCAN apps"))]
+        assert "SEARCH deliveries USING INDEX deliveries_due_first (app_id>?)" in steps
+        assert "SEARCH deliveries USING INDEX deliveries_due_retry (app_id>?)" in steps
+    finally:
+        await store.close()

@@ -140,10 +140,25 @@ _CLAIM_LANE = """
                 AND attempts {attempts} AND next_attempt_at <= ?1 ORDER BY next_attempt_at
                 LIMIT (SELECT per_app FROM share))
 """
+# The apps with pending deliveries, found by skipping from one app to the next along a
+# lane's index (a loose index scan): the cost follows the apps with work, not all apps.
+_APPS_IN_LANE = """
+{name}(app) AS (
+    SELECT (SELECT app_id FROM deliveries INDEXED BY {index}
+            WHERE state = 'pending' AND attempts {attempts} ORDER BY app_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT app_id FROM deliveries INDEXED BY {index}
+            WHERE state = 'pending' AND attempts {attempts} AND app_id > {name}.app
+            ORDER BY app_id LIMIT 1)
+    FROM {name} WHERE {name}.app IS NOT NULL)"""
 CLAIM_DUE = f"""
-WITH busy AS (
+WITH RECURSIVE
+{_APPS_IN_LANE.format(name="first_apps", index="deliveries_due_first", attempts="= 0")},
+{_APPS_IN_LANE.format(name="retry_apps", index="deliveries_due_retry", attempts="> 0")},
+busy AS (
     SELECT a.id AS app FROM apps AS a
-    WHERE a.push_url IS NOT NULL AND NOT a.paused
+    WHERE a.id IN (SELECT app FROM first_apps UNION SELECT app FROM retry_apps)
+      AND a.push_url IS NOT NULL AND NOT a.paused
       AND a.id NOT IN (SELECT value FROM json_each(?3))
       AND (EXISTS (SELECT 1 FROM deliveries WHERE app_id = a.id AND state = 'pending'
                    AND attempts = 0 AND next_attempt_at <= ?1)
@@ -309,6 +324,9 @@ class SqliteStore(Store):
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Claims and completions build small temporary tables (CTEs, unions, JSON arrays):
+        # kept in memory, a claim of 16 takes ~0.45 ms instead of ~0.9.
+        conn.execute("PRAGMA temp_store=MEMORY")
         # Checkpoint every 40 MB of log rather than 4: claims and completions write the same
         # index pages again and again, and a page written ten times between checkpoints is
         # copied back to the database once.
