@@ -20,6 +20,7 @@ from ccpush.models import DeliveryState, IngestResult
 from ccpush.service import Service
 from ccpush.store import Store, open_store
 from ccpush.store.base import IngestRequest
+from tests.api_client import Api
 from tests.conftest import minimal_record
 from tests.helpers import eventually, make_service, new_record
 
@@ -218,12 +219,8 @@ async def test_a_full_queue_answers_503_and_stores_nothing_more(
     service = make_service(tmp_path, db_url, max_queued_records=25)
     await service.start(dispatch=False)
     try:
-        api = create_api(service, admin_token=TOKEN)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(api),
-            base_url="http://ccpush.test",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as client:
+        front = Api(service)
+        async with front.client() as client:
             gated = GatedStore(service.store)
             gated.gate.clear()
             app_id = await new_app(service)
@@ -235,7 +232,7 @@ async def test_a_full_queue_answers_503_and_stores_nothing_more(
             first = asyncio.create_task(batch(0))
             await gated.entered.wait()  # the first commit is under way
             queued = [asyncio.create_task(batch(n)) for n in (1, 2)]
-            await eventually(lambda: queued_requests(api) == 2)  # 20 records wait
+            await eventually(lambda: queued_requests(front.app) == 2)  # 20 records wait
             async with asyncio.timeout(10):  # not queued behind the held commit
                 refused = await batch(3)  # 10 more would make 30 > 25
             assert refused.status_code == 503
