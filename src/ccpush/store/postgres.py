@@ -473,9 +473,9 @@ WHERE state = 'sending' AND lease_until <= $2
 # Kept unless the delivery was deleted with its app meanwhile (the lock waits for that).
 INSERT_ATTEMPTS = """
 INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind,
-                      error, response_excerpt)
+                      error, response_excerpt, app_id)
 SELECT d.id, a.number, a.started_at, a.duration_ms, a.status_code, a.error_kind, a.error,
-       a.excerpt
+       a.excerpt, d.app_id
 FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::float8[], $5::int[], $6::text[],
             $7::text[], $8::text[])
      AS a (id, number, started_at, duration_ms, status_code, error_kind, error, excerpt)
@@ -998,7 +998,7 @@ class PostgresStore(Store):
                    count(*) FILTER (WHERE a.error_kind IS NOT NULL
                                     AND d.state = 'failed' AND a.number = d.attempts)
             FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id
-            WHERE d.app_id = $1 AND a.started_at >= $2
+            WHERE a.app_id = $1 AND a.started_at >= $2
             GROUP BY slot ORDER BY slot
             """,
             app_id,

@@ -227,9 +227,9 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'sending' AND lease_
 # Completing: ?1 is a JSON array of ``_completion_row``s, ?2 the worker that must hold them.
 INSERT_ATTEMPTS = """
 INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind,
-                      error, response_excerpt)
+                      error, response_excerpt, app_id)
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-       value ->> 6, value ->> 7
+       value ->> 6, value ->> 7, value ->> 10
 FROM json_each(?1)
 """
 COMPLETE = f"""
@@ -1185,7 +1185,7 @@ class SqliteStore(Store):
             f" sum(a.error_kind IS NOT NULL AND NOT ({last})),"
             f" sum(a.error_kind IS NOT NULL AND {last})"
             " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
-            " WHERE d.app_id = :app AND a.started_at >= :since GROUP BY slot ORDER BY slot",
+            " WHERE a.app_id = :app AND a.started_at >= :since GROUP BY slot ORDER BY slot",
             {"app": app_id, "since": _ts(since), "size": bucket.total_seconds()},
         )
         return [_bucket(row, since, bucket) for row in rows]
@@ -1205,6 +1205,7 @@ def _completion_row(done: Completion) -> list[Any]:
         outcome.response_excerpt,
         done.next_state,
         _ts(done.next_attempt_at) if done.next_attempt_at else None,
+        done.claimed.app_id,
     ]
 
 

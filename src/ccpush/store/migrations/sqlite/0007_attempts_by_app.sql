@@ -1,0 +1,5 @@
+-- The console's charts read an app's recent attempts: by app and time, from an index,
+-- rather than through every delivery the app ever had.
+ALTER TABLE attempts ADD COLUMN app_id TEXT;
+UPDATE attempts SET app_id = (SELECT app_id FROM deliveries WHERE deliveries.id = attempts.delivery_id);
+CREATE INDEX attempts_by_app_time ON attempts (app_id, started_at)
