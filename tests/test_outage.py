@@ -9,6 +9,8 @@ import asyncpg
 import httpx
 import pytest
 
+from ccpush.errors import StoreError
+from ccpush.store.sqlite import SqliteStore
 from tests.api_client import Api, ok
 from tests.conftest import POSTGRES_URL, minimal_record
 from tests.helpers import make_service
@@ -62,3 +64,16 @@ async def test_dropped_connections_cost_a_503_and_lose_nothing(
         assert service.dispatching
     finally:
         await service.stop()
+
+
+async def test_the_drivers_failures_reach_callers_as_store_errors(tmp_path: Path) -> None:
+    """Callers (the API, the dispatcher) see one error for a failing database, whatever the
+    backend's driver raised (here SQLite's, on a connection that is gone)."""
+    store = SqliteStore.from_url(f"sqlite:///{tmp_path / 'gone.db'}")
+    await store.open()
+    try:
+        await store._run(store._db.close)
+        with pytest.raises(StoreError, match="ProgrammingError"):
+            await store.count_by_state()
+    finally:
+        await store.close()

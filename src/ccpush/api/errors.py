@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any, Final
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -18,15 +16,6 @@ from ccpush.record import Problem
 
 log = logging.getLogger(__name__)
 
-STORE_FAILURES: Final = (
-    StoreError,
-    sqlite3.Error,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    ConnectionError,
-)
-"""What a store raises when its database fails (down, unreachable, disk full, locked)."""
 STORE_RETRY_AFTER: Final = "5"
 BUSY_RETRY_AFTER: Final = "1"
 
@@ -93,7 +82,8 @@ def install_error_handlers(app: FastAPI) -> None:
             problems.append(Problem(field=_path(tuple(item.get("loc", ()))), reason=reason))
         return invalid(problems).response()
 
-    async def _store_failed(request: Request, exc: Exception) -> JSONResponse:
+    @app.exception_handler(StoreError)
+    async def _store_failed(request: Request, exc: StoreError) -> JSONResponse:
         # Every change is one transaction: a request that fails here changed nothing.
         log.error("%s %s: the store failed: %r", request.method, request.url.path, exc)
         return ApiError(
@@ -102,9 +92,6 @@ def install_error_handlers(app: FastAPI) -> None:
             "the database did not answer: nothing was changed; try again",
             headers={"Retry-After": STORE_RETRY_AFTER},
         ).response()
-
-    for failure in STORE_FAILURES:
-        app.add_exception_handler(failure, _store_failed)
 
     @app.exception_handler(IngestionBusy)
     async def _busy(_: Request, exc: IngestionBusy) -> JSONResponse:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, ParamSpec, TypeVar
 
-from ccpush.errors import NotFound
+from ccpush.errors import NotFound, StoreError
 from ccpush.models import (
     Account,
     ApiKey,
@@ -216,6 +218,38 @@ def plan_ingest(
             )
         )
     return IngestPlan(versions, results, last_sequence)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S", bound="type[Store]")
+
+
+def translating(*failures: type[Exception]) -> Callable[[S], S]:
+    """Class decorator of a backend: its public coroutine methods raise ``StoreError`` for
+    its driver's ``failures`` (database down, connection lost, disk full...). The one
+    place driver errors are translated: callers (API, dispatcher) know only ``StoreError``."""
+
+    def decorate(cls: S) -> S:
+        for name, member in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.iscoroutinefunction(member):
+                setattr(cls, name, _translated(member, failures))
+        return cls
+
+    return decorate
+
+
+def _translated(
+    method: Callable[P, Awaitable[R]], failures: tuple[type[Exception], ...]
+) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(method)
+    async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except failures as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+
+    return translated
 
 
 class Store(abc.ABC):

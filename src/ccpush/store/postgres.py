@@ -68,6 +68,7 @@ from ccpush.store.base import (
     new_app_id,
     new_id,
     plan_ingest,
+    translating,
 )
 
 T = TypeVar("T")
@@ -485,6 +486,9 @@ FOR KEY SHARE OF d
 """
 
 
+@translating(
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, ConnectionError
+)
 class PostgresStore(Store):
     def __init__(self, dsn: str, *, schema: str | None = None, max_connections: int = 10) -> None:
         if schema is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):

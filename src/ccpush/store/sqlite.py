@@ -65,6 +65,7 @@ from ccpush.store.base import (
     new_app_id,
     new_id,
     plan_ingest,
+    translating,
 )
 
 T = TypeVar("T")
@@ -270,6 +271,7 @@ _REPLAY_SELECTION = {
 }
 
 
+@translating(sqlite3.Error)
 class SqliteStore(Store):
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
         self.path = str(path)
