@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -307,3 +308,32 @@ class TestStore:
         assert (current.state, current.enqueued) == (ReplayState.DONE, 250)
         counts = await store.count_by_state(app.id)
         assert counts[DeliveryState.HELD] == 500  # the 250 ingested and one replay of each
+
+
+async def test_workers_claiming_at_once_never_share_a_delivery(
+    store: Store, clock: ManualClock, db_url: str, backend: str
+) -> None:
+    """Four workers, each with its own connection, claim the same due work at the same
+    time (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, one writer at a time on SQLite): every
+    delivery goes to exactly one of them."""
+    app = await store.create_app(name="a", push_url="http://127.0.0.1:9/x", now=clock.now())
+    await store.ingest(app.id, new_records(*(f"s{i}" for i in range(2000))), now=clock.now())
+    workers = [open_store(db_url) for _ in range(4)]
+    for worker in workers:
+        await worker.open(migrate=False)
+    try:
+
+        async def drain(worker: Store, owner: str) -> list[int]:
+            taken: list[int] = []
+            while batch := await claim(worker, clock, owner=owner, limit=64):
+                taken += [item.delivery_id for item in batch]
+            return taken
+
+        shares = await asyncio.gather(*(drain(worker, f"w{n}") for n, worker in enumerate(workers)))
+    finally:
+        for worker in workers:
+            await worker.close()
+    every = [delivery for share in shares for delivery in share]
+    assert len(every) == len(set(every)) == 2000
+    if backend == "postgres":
+        assert all(shares)  # they did claim side by side (SQLite: one writer at a time)
