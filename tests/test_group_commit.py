@@ -30,11 +30,12 @@ TOKEN = "test-admin-token-0123456789abcdef"
 class GatedStore:
     """Wraps a store's ``ingest_many``: records each call, and holds it until let go."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, held: bool = False) -> None:
         self.store = store
         self.calls: list[int] = []
         self.gate = asyncio.Event()
-        self.gate.set()
+        if not held:
+            self.gate.set()
         self.entered = asyncio.Event()
         self.fail: Exception | None = None
         self._inner = store.ingest_many
@@ -92,8 +93,7 @@ def queued_requests(api: FastAPI) -> int:
 async def test_requests_that_arrive_together_are_committed_together(
     client: httpx.AsyncClient, service: Service, api: FastAPI
 ) -> None:
-    gated = GatedStore(service.store)
-    gated.gate.clear()
+    gated = GatedStore(service.store, held=True)
     app_id = await new_app(service)
     first = asyncio.create_task(post(client, app_id, "s0"))
     await gated.entered.wait()  # the first commit is under way...
@@ -113,8 +113,7 @@ async def test_requests_that_arrive_together_are_committed_together(
 async def test_202_waits_for_the_commit(
     client: httpx.AsyncClient, service: Service, db_url: str, api: FastAPI
 ) -> None:
-    gated = GatedStore(service.store)
-    gated.gate.clear()
+    gated = GatedStore(service.store, held=True)
     app_id = await new_app(service)
     answer = asyncio.create_task(post(client, app_id, "s1"))
     await gated.entered.wait()
@@ -138,8 +137,7 @@ async def test_202_waits_for_the_commit(
 async def test_a_request_for_an_unknown_app_fails_alone(
     client: httpx.AsyncClient, service: Service, api: FastAPI
 ) -> None:
-    gated = GatedStore(service.store)
-    gated.gate.clear()
+    gated = GatedStore(service.store, held=True)
     app_id = await new_app(service)
     first = asyncio.create_task(post(client, app_id, "s0"))
     await gated.entered.wait()
@@ -173,8 +171,7 @@ async def test_a_failed_commit_fails_every_request_in_it(
 async def test_a_large_queue_is_committed_in_bounded_groups(
     service: Service,
 ) -> None:
-    gated = GatedStore(service.store)
-    gated.gate.clear()
+    gated = GatedStore(service.store, held=True)
     app_id = await new_app(service)
     committer = GroupCommit(service.store, max_records=25)
     now = service.clock.now()
@@ -221,8 +218,7 @@ async def test_a_full_queue_answers_503_and_stores_nothing_more(
     try:
         front = Api(service)
         async with front.client() as client:
-            gated = GatedStore(service.store)
-            gated.gate.clear()
+            gated = GatedStore(service.store, held=True)
             app_id = await new_app(service)
 
             def batch(n: int) -> Any:
