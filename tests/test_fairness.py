@@ -14,7 +14,7 @@ from typing import TypeVar
 import pytest
 
 from ccpush.clock import ManualClock
-from ccpush.dispatcher import store_retry_delay
+from ccpush.dispatcher import KEPT_PER_CACHE, store_retry_delay
 from ccpush.errors import StoreError
 from ccpush.models import Claimed, Completion, DeliveryState, ErrorKind, Outcome
 from ccpush.service import Service
@@ -415,3 +415,15 @@ async def test_claiming_reads_only_the_apps_with_work(tmp_path: Path) -> None:
         assert "SEARCH deliveries USING INDEX deliveries_due_retry (app_id>?)" in steps
     finally:
         await store.close()
+
+
+def test_the_pace_memory_is_bounded_and_keeps_the_apps_at_work(tmp_path: Path) -> None:
+    dispatcher = make_service(tmp_path, f"sqlite:///{tmp_path / 'pace.db'}").dispatcher
+    dispatcher._active["busy"] = 1
+    dispatcher._keep_pace("busy", 60.0)  # slow: a batch would take far more than a second
+    for n in range(KEPT_PER_CACHE + 100):
+        dispatcher._keep_pace(f"gone{n}", 0.001)
+    assert len(dispatcher._pace) <= KEPT_PER_CACHE
+    assert "busy" in dispatcher._pace
+    assert dispatcher._slow == {"busy"}
+    assert f"gone{KEPT_PER_CACHE + 99}" in dispatcher._pace

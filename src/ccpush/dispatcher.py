@@ -63,6 +63,8 @@ WAITING_SECONDS: Final = 1.0
 STORE_RETRY_FIRST: Final = 0.05
 STORE_RETRY_LAST: Final = 30.0
 """Seconds between tries while the store fails: doubling from the first to the last."""
+KEPT_PER_CACHE: Final = 4096
+"""Entries at most in each of the dispatcher's memories (URL to host, app to pace)."""
 TRIES_WHEN_STOPPING: Final = 3
 """Tries to write outcomes once stopping; then they are dropped, and their deliveries are
 pushed again when their leases run out."""
@@ -442,10 +444,8 @@ class Dispatcher:
             self._turns.append(app)
 
     def _host(self, url: str) -> str:
-        if len(self._hosts) >= 4096:
+        if len(self._hosts) >= KEPT_PER_CACHE:
             self._hosts.clear()
-            self._pace.clear()
-            self._slow.clear()
         self._hosts[url] = host = host_of(url)
         return host
 
@@ -521,12 +521,20 @@ class Dispatcher:
 
     def _keep_pace(self, app: str, took: float) -> None:
         pace = self._pace
+        if len(pace) >= KEPT_PER_CACHE and app not in pace:
+            self._forget_paces()
         seconds = pace[app] = 0.8 * pace.get(app, took) + 0.2 * took
         # An app that cannot push a batch in WAITING_SECONDS, one push at a time, is slow:
         # the claimer limits it even when it has nothing here.
         if seconds * self.settings.batch_size > WAITING_SECONDS:
             self._slow.add(app)
         elif app in self._slow:
+            self._slow.discard(app)
+
+    def _forget_paces(self) -> None:
+        """Forget the pace of every app with nothing here (it is learnt again)."""
+        for app in self._pace.keys() - self._active.keys():
+            del self._pace[app]
             self._slow.discard(app)
 
     def _flush_later(self) -> None:
