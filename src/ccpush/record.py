@@ -38,17 +38,25 @@ TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 CONTENT_TYPE: Final = "application/json;charset=UTF-8"
 
 
-_TIME_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+_TIME_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 
 
 def _check_time(value: str) -> str:
     if not _TIME_SHAPE.fullmatch(value):
         raise ValueError("must be a time in the format yyyy-MM-dd HH:mm:ss")
     try:
-        datetime.strptime(value, TIME_FORMAT)
+        parse_time(value)
     except ValueError:
         raise ValueError("is not a real calendar time (yyyy-MM-dd HH:mm:ss)") from None
     return value
+
+
+def parse_time(value: str) -> datetime:
+    """A ``yyyy-MM-dd HH:mm:ss`` time (its shape already checked) as a naive datetime.
+
+    ``fromisoformat`` reads exactly this shape, calendar checks included, at a fraction of
+    ``strptime``'s cost (ingestion reads three times a record)."""
+    return datetime.fromisoformat(value)
 
 
 def _check_printable(value: str) -> str:
@@ -125,7 +133,7 @@ class CallRecord(BaseModel):
 
     def call_start(self, zone: tzinfo) -> datetime:
         """``callStartTime`` as an aware datetime in UTC, read in the record time zone."""
-        naive = datetime.strptime(self.callStartTime, TIME_FORMAT)
+        naive = parse_time(self.callStartTime)
         return naive.replace(tzinfo=zone).astimezone(UTC)
 
 
