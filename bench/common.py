@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import math
@@ -408,10 +409,12 @@ def postgres_version(url: str = DEFAULT_POSTGRES) -> str:
         finally:
             await conn.close()
 
-    try:
-        return asyncio.run(ask())
-    except Exception:
-        return "not reachable"
+    # In a thread of its own: callers may be inside a running event loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        try:
+            return thread.submit(asyncio.run, ask()).result()
+        except Exception:
+            return "not reachable"
 
 
 def load_average() -> tuple[float, float, float]:
