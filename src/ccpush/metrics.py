@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ccpush.clock import Clock
-from ccpush.models import Completion, DeliveryState, ErrorKind, IngestResult
+from ccpush.models import Completion, DeliveryState, ErrorKind, IngestResult, IngestStatus
 from ccpush.store.base import Store
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -28,6 +28,7 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self._ingested = {status: self.ingested.labels(status.value) for status in IngestStatus}
         self.attempts = Counter(
             "ccpush_push_attempts",
             "Push attempts, by outcome and HTTP status class",
@@ -57,8 +58,11 @@ class Metrics:
 
     def count_ingested(self, results: Sequence[IngestResult]) -> None:
         """Called for every ingestion request: one increment per status, not per record."""
+        if len(results) == 1:
+            self._ingested[results[0].status].inc()
+            return
         for status, count in collections.Counter(result.status for result in results).items():
-            self.ingested.labels(status.value).inc(count)
+            self._ingested[status].inc(count)
 
     def count_attempt(self, done: Completion) -> None:
         """An ``AttemptListener``: called for every attempt written (on the hot path: the

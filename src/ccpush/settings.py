@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     """Seconds between rounds of retention and automatic pausing."""
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    opentelemetry: bool = False
+    """Let FastAPI trace the API's requests through the globally configured OpenTelemetry
+    providers (as under ``opentelemetry-instrument``). Off, no request pays for the check."""
 
     @field_validator("retry_schedule")
     @classmethod

@@ -45,15 +45,22 @@ Every error has the shape `{"error": {"code", "message", "problems": [{"field", 
 
 def create_api(service: Service, *, admin_token: str) -> FastAPI:
     """The ASGI app; the caller starts and stops ``service`` around it."""
-    api = FastAPI(title="ccpush", version=__version__, description=DESCRIPTION)
     settings = service.settings
+    otel = settings.opentelemetry
+    api = FastAPI(
+        title="ccpush",
+        version=__version__,
+        description=DESCRIPTION,
+        telemetry={"tracing": otel, "metrics": otel, "logs": otel},
+    )
     api.state.service = service
     api.state.admin_token = admin_token
     api.state.key_limiter = RateLimiter(settings.key_rate_limit, 2 * settings.key_rate_limit)
     api.state.auth_failures = failure_limiter(settings.auth_failure_limit)
     api.add_middleware(BodyLimit, limit_for=_body_limit(settings))
     install_error_handlers(api)
-    for module in (accounts, apps, records):
+    # Ingestion's routes first: a request is matched against the routes in order.
+    for module in (records, accounts, apps):
         api.include_router(module.router, responses=ERRORS)
 
     from ccpush.web import create_console  # the console uses the API's auth: import it late
