@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any, Final, ParamSpec, TypeVar
 
-from ccpush.errors import NotFound, StoreError
+from ccpush.errors import StoreError
 from ccpush.models import (
     Account,
     ApiKey,
@@ -369,7 +369,6 @@ class Store(abc.ABC):
 
     # Records
 
-    @abc.abstractmethod
     async def ingest(
         self,
         app_id: str,
@@ -382,27 +381,19 @@ class Store(abc.ABC):
 
         Each record is planned by ``plan_ingest``: a new record, a new version of one the
         app has (content changed: pushed again), or a duplicate (neither stored nor pushed)."""
+        request = IngestRequest(app_id=app_id, records=records, now=now, account_id=account_id)
+        [outcome] = await self.ingest_many([request])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
+    @abc.abstractmethod
     async def ingest_many(
         self, requests: Sequence[IngestRequest]
     ) -> list[list[IngestResult] | Exception]:
         """Several ingestion requests, each all or nothing, committed together (group
         commit): for each, its results or the error that refused it (``AppNotFound``).
-        An error of the store itself is raised for all. This default commits each apart."""
-        outcomes: list[list[IngestResult] | Exception] = []
-        for request in requests:
-            try:
-                outcomes.append(
-                    await self.ingest(
-                        request.app_id,
-                        request.records,
-                        now=request.now,
-                        account_id=request.account_id,
-                    )
-                )
-            except NotFound as exc:
-                outcomes.append(exc)
-        return outcomes
+        An error of the store itself is raised for all."""
 
     @abc.abstractmethod
     async def list_records(self, app_id: str, query: RecordFilter) -> list[StoredRecord]:

@@ -643,20 +643,6 @@ class SqliteStore(Store):
 
     # Records
 
-    async def ingest(
-        self,
-        app_id: str,
-        records: Sequence[NewRecord],
-        *,
-        now: datetime,
-        account_id: str | None = None,
-    ) -> list[IngestResult]:
-        request = IngestRequest(app_id=app_id, records=records, now=now, account_id=account_id)
-        [outcome] = await self._run(self._ingest_many, [request])
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
     async def ingest_many(
         self, requests: Sequence[IngestRequest]
     ) -> list[list[IngestResult] | Exception]:
