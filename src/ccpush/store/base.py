@@ -6,7 +6,7 @@ import abc
 import functools
 import inspect
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -57,6 +57,27 @@ def load_migrations(dialect: str) -> list[Migration]:
             number, _, rest = entry.name.partition("_")
             found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
     return sorted(found, key=lambda migration: migration.version)
+
+
+COUNT_BY_STATE: Final = """
+SELECT 'pending', count(*) FROM deliveries WHERE state = 'pending'
+UNION ALL
+SELECT 'held', count(*) FROM deliveries WHERE state = 'held'
+UNION ALL
+SELECT 'sending', count(*) FROM deliveries WHERE state = 'sending'
+UNION ALL
+SELECT state, count(*) FROM deliveries WHERE state IN ('delivered', 'failed') GROUP BY state
+"""
+"""Deliveries by state over all apps: the same SQL for every backend (each count along an
+index on state)."""
+
+
+def counts_by_state(rows: Iterable[Iterable[Any]]) -> dict[DeliveryState, int]:
+    """``(state, count)`` rows as a count for every state, zero where no row said."""
+    counts = dict.fromkeys(DeliveryState, 0)
+    for state, count in rows:
+        counts[DeliveryState(state)] += count
+    return counts
 
 
 DEFAULT_ACCOUNT: Final = "acc_default"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -53,6 +53,7 @@ from ccpush.models import (
 )
 from ccpush.signing import generate_secret
 from ccpush.store.base import (
+    COUNT_BY_STATE,
     DEFAULT_ACCOUNT,
     UNSET,
     DeliveryFilter,
@@ -63,6 +64,7 @@ from ccpush.store.base import (
     Store,
     _Unset,
     app_changes,
+    counts_by_state,
     failure_streaks,
     load_migrations,
     new_app_id,
@@ -258,15 +260,6 @@ SELECT 'sending', count(*) FROM deliveries WHERE state = 'sending' AND app_id = 
 UNION ALL
 SELECT state, count(*) FROM deliveries WHERE app_id = $1 AND state IN ('delivered', 'failed')
 GROUP BY state
-"""
-COUNT_BY_STATE = """
-SELECT 'pending', count(*) FROM deliveries WHERE state = 'pending'
-UNION ALL
-SELECT 'held', count(*) FROM deliveries WHERE state = 'held'
-UNION ALL
-SELECT 'sending', count(*) FROM deliveries WHERE state = 'sending'
-UNION ALL
-SELECT state, count(*) FROM deliveries WHERE state IN ('delivered', 'failed') GROUP BY state
 """
 
 # Resend and replay: a delivery of each record's latest version.
@@ -790,7 +783,7 @@ class PostgresStore(Store):
             rows = await self.pool.fetch(COUNT_BY_STATE)
         else:
             rows = await self.pool.fetch(APP_COUNT_BY_STATE, app_id)
-        return _counts(rows)
+        return counts_by_state(rows)
 
     # Replays
 
@@ -839,7 +832,7 @@ class PostgresStore(Store):
             "SELECT state, count(*) FROM deliveries WHERE replay_id = $1 GROUP BY state",
             replay_id,
         )
-        return _counts(rows)
+        return counts_by_state(rows)
 
     async def claim_replay(
         self, *, now: datetime, lease_until: datetime, owner: str
@@ -1234,13 +1227,6 @@ def _attempt(row: asyncpg.Record) -> Attempt:
         error=row["error"],
         response_excerpt=row["response_excerpt"],
     )
-
-
-def _counts(rows: Iterable[asyncpg.Record]) -> dict[DeliveryState, int]:
-    counts = dict.fromkeys(DeliveryState, 0)
-    for state, count in rows:
-        counts[DeliveryState(state)] += count
-    return counts
 
 
 def _signing_keys(row: asyncpg.Record) -> SigningKeys:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -50,6 +50,7 @@ from ccpush.models import (
 )
 from ccpush.signing import generate_secret
 from ccpush.store.base import (
+    COUNT_BY_STATE,
     DEFAULT_ACCOUNT,
     UNSET,
     DeliveryFilter,
@@ -60,6 +61,7 @@ from ccpush.store.base import (
     Store,
     _Unset,
     app_changes,
+    counts_by_state,
     failure_streaks,
     load_migrations,
     new_app_id,
@@ -209,15 +211,6 @@ WHERE state = 'sending' AND app_id = ?1
 UNION ALL
 SELECT state, count(*) FROM deliveries WHERE app_id = ?1 AND state IN ('delivered', 'failed')
 GROUP BY state
-"""
-COUNT_BY_STATE = """
-SELECT 'pending', count(*) FROM deliveries WHERE state = 'pending'
-UNION ALL
-SELECT 'held', count(*) FROM deliveries WHERE state = 'held'
-UNION ALL
-SELECT 'sending', count(*) FROM deliveries WHERE state = 'sending'
-UNION ALL
-SELECT state, count(*) FROM deliveries WHERE state IN ('delivered', 'failed') GROUP BY state
 """
 RELEASE = f"""
 UPDATE deliveries SET state = {_NEXT_STATE}, lease_until = NULL, lease_owner = NULL,
@@ -886,7 +879,7 @@ class SqliteStore(Store):
             rows = await self._read(COUNT_BY_STATE)
         else:
             rows = await self._read(APP_COUNT_BY_STATE, (app_id,))
-        return _counts(rows)
+        return counts_by_state(rows)
 
     # Replays
 
@@ -950,7 +943,7 @@ class SqliteStore(Store):
             "SELECT state, count(*) FROM deliveries WHERE replay_id = ? GROUP BY state",
             (replay_id,),
         )
-        return _counts(rows)
+        return counts_by_state(rows)
 
     async def claim_replay(
         self, *, now: datetime, lease_until: datetime, owner: str
@@ -1273,13 +1266,6 @@ def _replay(row: sqlite3.Row) -> ReplayJob:
         updated_at=_dt_req(row["updated_at"]),
         finished_at=_dt(row["finished_at"]),
     )
-
-
-def _counts(rows: Iterable[Sequence[Any]]) -> dict[DeliveryState, int]:
-    counts = dict.fromkeys(DeliveryState, 0)
-    for state, count in rows:
-        counts[DeliveryState(state)] += count
-    return counts
 
 
 def _signing(row: Sequence[Any], now: datetime) -> tuple[str, ...]:
