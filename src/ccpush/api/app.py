@@ -11,6 +11,7 @@ from starlette.types import Scope
 
 from ccpush import __version__
 from ccpush.api.errors import install_error_handlers
+from ccpush.api.ingest import GroupCommit
 from ccpush.api.limits import BodyLimit, RateLimiter, failure_limiter
 from ccpush.api.routes import accounts, apps, operations, records
 from ccpush.api.schemas import ErrorOut
@@ -57,6 +58,7 @@ def create_api(service: Service, *, admin_token: str) -> FastAPI:
     api.state.admin_token = admin_token
     api.state.key_limiter = RateLimiter(settings.key_rate_limit, 2 * settings.key_rate_limit)
     api.state.auth_failures = failure_limiter(settings.auth_failure_limit)
+    api.state.group_commit = GroupCommit(service.store, max_queued=settings.max_queued_records)
     api.add_middleware(BodyLimit, limit_for=_body_limit(settings))
     install_error_handlers(api)
     # Ingestion's routes first: a request is matched against the routes in order.

@@ -76,7 +76,8 @@ async def ingest_records(app_id: str, request: Request) -> Response:
     settings = service.settings
     body = await request.body()  # its size is capped by the BodyLimit middleware
     records = parse_records(body, zone=service.zone, max_records=settings.max_batch_records)
-    results = await _group_commit(request, service).ingest(
+    committer: GroupCommit = request.app.state.group_commit
+    results = await committer.ingest(
         app_id, records, now=service.clock.now(), account_id=caller.account_id
     )
     service.dispatcher.wake()
@@ -93,17 +94,6 @@ async def ingest_records(app_id: str, request: Request) -> Response:
         status_code=status.HTTP_202_ACCEPTED,
         media_type="application/json",
     )
-
-
-def _group_commit(request: Request, service: Service) -> GroupCommit:
-    """The API's ``GroupCommit`` for the service's store (made on first use)."""
-    state = request.app.state
-    committer: GroupCommit | None = getattr(state, "group_commit", None)
-    if committer is None or committer.store is not service.store:
-        committer = state.group_commit = GroupCommit(
-            service.store, max_queued=service.settings.max_queued_records
-        )
-    return committer
 
 
 @router.get(
