@@ -58,9 +58,6 @@ class Metrics:
 
     def count_ingested(self, results: Sequence[IngestResult]) -> None:
         """Called for every ingestion request: one increment per status, not per record."""
-        if len(results) == 1:
-            self._ingested[results[0].status].inc()
-            return
         for status, count in collections.Counter(result.status for result in results).items():
             self._ingested[status].inc(count)
 

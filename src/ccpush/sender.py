@@ -139,7 +139,7 @@ class Sender:
         excerpt: str | None = None
         kind: ErrorKind | None
         error: str | None
-        refused = self._verdicts[url] if url in self._verdicts else self._refusal(url)
+        refused = self._verdicts[url] if url in self._verdicts else self._new_verdict(url)
         if refused is not None:
             return self._outcome(started_at, began, ErrorKind.BLOCKED, refused)
         if "User-Agent" not in headers:
@@ -159,21 +159,19 @@ class Sender:
             kind, error = _classify(exc)
         return self._outcome(started_at, began, kind, error, status, excerpt)
 
-    def _refusal(self, url: str) -> str | None:
-        """The guard's verdict on the URL alone (it depends on nothing else, so it is kept
-        per address); a malformed URL is aiohttp's to report."""
-        if url not in self._verdicts:
-            if len(self._verdicts) >= VERDICTS_KEPT:
-                self._verdicts.clear()
-            self._verdicts[url] = self._judge_url(url)
-        return self._verdicts[url]
-
-    def _judge_url(self, url: str) -> str | None:
+    def _new_verdict(self, url: str) -> str | None:
+        """The guard's verdict on a URL not judged yet, kept: it depends on the URL alone
+        (``send`` looks it up first). A malformed URL is aiohttp's to report."""
+        if len(self._verdicts) >= VERDICTS_KEPT:
+            self._verdicts.clear()
         try:
             parsed = URL(url)
         except (ValueError, TypeError):
-            return None
-        return check_url(parsed, self.policy) if parsed.scheme else None
+            verdict = None
+        else:
+            verdict = check_url(parsed, self.policy) if parsed.scheme else None
+        self._verdicts[url] = verdict
+        return verdict
 
     @staticmethod
     def _outcome(
