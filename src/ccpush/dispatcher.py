@@ -238,13 +238,10 @@ class Dispatcher:
         """Sleep ``seconds``, unless told to stop (a wait that new work does not cut short)."""
         if self._stopping:
             return
-        loop = asyncio.get_running_loop()
-        self._pausing = waiter = loop.create_future()
-        timer = loop.call_later(seconds, _resolve, waiter)
+        self._pausing = waiter = asyncio.get_running_loop().create_future()
         try:
-            await waiter
+            await _resolved_or_after(waiter, seconds)
         finally:
-            timer.cancel()
             self._pausing = None
 
     async def _claim_loop(self) -> None:
@@ -302,13 +299,10 @@ class Dispatcher:
         if self._nudged or self._stopping:
             self._nudged = False
             return
-        loop = asyncio.get_running_loop()
-        self._claimer = waiter = loop.create_future()
-        timer = loop.call_later(seconds, _resolve, waiter)
+        self._claimer = waiter = asyncio.get_running_loop().create_future()
         try:
-            await waiter
+            await _resolved_or_after(waiter, seconds)
         finally:
-            timer.cancel()
             self._claimer = None
             self._nudged = False
 
@@ -697,6 +691,15 @@ class Dispatcher:
                     listener(done)
                 except Exception:
                     log.exception("attempt listener failed")
+
+
+async def _resolved_or_after(waiter: asyncio.Future[None], seconds: float) -> None:
+    """Wait until ``waiter`` is resolved, or resolve it after ``seconds``."""
+    timer = asyncio.get_running_loop().call_later(seconds, _resolve, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
 
 
 def _resolve(future: asyncio.Future[None] | None) -> None:
