@@ -35,6 +35,18 @@ async def ingest(store: Store, clock: ManualClock, app_id: str, prefix: str, cou
     )
 
 
+async def apps_with_records(
+    store: Store, clock: ManualClock, count: int, *, each: int
+) -> list[str]:
+    """``count`` apps (``a0``...), each with ``each`` due records (``a0-0``...): their ids."""
+    apps = []
+    for n in range(count):
+        app = await store.create_app(name=f"a{n}", push_url=PUSH_URL, now=clock.now())
+        await ingest(store, clock, app.id, f"a{n}-", each)
+        apps.append(app.id)
+    return apps
+
+
 async def claim(
     store: Store,
     clock: ManualClock,
@@ -91,12 +103,7 @@ class TestFairClaims:
         assert [item.call_session_id for item in again] == [f"big{n}" for n in range(10, 30)]
 
     async def test_apps_take_turns_in_a_claim(self, store: Store, clock: ManualClock) -> None:
-        apps = [
-            (await store.create_app(name=f"a{n}", push_url=PUSH_URL, now=clock.now())).id
-            for n in range(4)
-        ]
-        for n, app_id in enumerate(apps):
-            await ingest(store, clock, app_id, f"a{n}-", 50)
+        apps = await apps_with_records(store, clock, 4, each=50)
         claimed = await claim(store, clock, limit=40)
         assert Counter(item.app_id for item in claimed) == dict.fromkeys(apps, 10)
 
@@ -129,12 +136,7 @@ class TestFairClaims:
         assert {item.attempt for item in claimed} == {2}
 
     async def test_skipped_and_limited_apps(self, store: Store, clock: ManualClock) -> None:
-        apps = [
-            (await store.create_app(name=f"a{n}", push_url=PUSH_URL, now=clock.now())).id
-            for n in range(3)
-        ]
-        for n, app_id in enumerate(apps):
-            await ingest(store, clock, app_id, f"a{n}-", 20)
+        apps = await apps_with_records(store, clock, 3, each=20)
         claimed = await claim(store, clock, limit=30, skip=(apps[0],), limits={apps[1]: 3})
         assert Counter(item.app_id for item in claimed) == {apps[1]: 3, apps[2]: 15}
 
