@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ccpush.models import DeliveryState
+from ccpush.models import Claimed, Completion, DeliveryState
 from ccpush.service import Service
 from tests.conftest import minimal_record
 from tests.helpers import eventually, make_service, new_record
@@ -70,3 +71,32 @@ async def test_a_running_worker_picks_up_records_as_they_arrive(
     for batch in range(5):
         await ingest(service, receiver.url, 10, prefix=f"b{batch}-")
         await receiver.wait_for(lambda r, n=batch: len(r.pushes) == 10 * (n + 1))
+
+
+async def test_claims_and_outcomes_reach_the_store_in_batches(
+    service: Service, receiver: Receiver
+) -> None:
+    store = service.store
+    claimed: list[int] = []
+    written: list[int] = []
+    claim_due, complete = store.claim_due, store.complete
+
+    async def counted_claim(**kwargs: Any) -> list[Claimed]:
+        found = await claim_due(**kwargs)
+        if found:
+            claimed.append(len(found))
+        return found
+
+    async def counted_complete(completions: Sequence[Completion], *, owner: str) -> None:
+        written.append(len(completions))
+        await complete(completions, owner=owner)
+
+    store.claim_due = counted_claim  # type: ignore[method-assign]
+    store.complete = counted_complete  # type: ignore[method-assign]
+    await ingest(service, receiver.url, 1000)
+    await eventually(lambda: all_in(service, DeliveryState.DELIVERED, 1000), timeout=30)
+    assert sum(claimed) == sum(written) == 1000
+    # One statement per delivery would be 1,000 of each; batches of 50 at most here.
+    assert len(claimed) <= 200, claimed
+    assert len(written) <= 200, written
+    assert max(written) > 1
