@@ -210,10 +210,19 @@ DELETE_APP = (
 
 # Records and deliveries
 
+# Looked up one session id at a time, each through its unique index (LIMIT 1 keeps the
+# planner from flattening the LATERAL subqueries into a join over the app's records, whose
+# cost grows with them).
 LATEST_VERSIONS = """
 SELECT r.call_session_id, r.id, r.version, v.body
-FROM call_records AS r JOIN record_versions AS v ON v.record_id = r.id AND v.version = r.version
-WHERE r.app_id = $1 AND r.call_session_id = ANY($2::text[])
+FROM unnest($2::text[]) AS input (sid)
+CROSS JOIN LATERAL (
+    SELECT id, call_session_id, version FROM call_records
+    WHERE app_id = $1 AND call_session_id = input.sid LIMIT 1
+) AS r
+CROSS JOIN LATERAL (
+    SELECT body FROM record_versions WHERE record_id = r.id AND version = r.version LIMIT 1
+) AS v
 """
 
 # One row per record new in the batch, with its latest version in the batch.
