@@ -11,18 +11,22 @@ POST with 200 at once. Against it, alternately:
   (the reference of the ratio);
 * ``bare-headers``: the same with the 10 headers of a ccpush push (Standard Webhooks and
   ccpush's own, values of the same length): what the contract's request costs the client;
-* ``ccpush``: N records ingested with ``store.ingest`` in batches of 500 (not timed), then the
-  real ``Service`` dispatching them (concurrency C), timed from ``service.start()`` until
-  every delivery is durably ``delivered`` (a listener counts completions; the count is then
-  checked with ``count_by_state()``). SQLite always; PostgreSQL too with ``--postgres``
-  (in a throw-away schema ``bench_<random>``, dropped afterwards, then a ``CHECKPOINT``
-  so that the server does not write the run's changes out during the next run).
+* ``ccpush-sqlite``: N records ingested with ``store.ingest`` in batches of 500 (not timed),
+  then the real ``Service`` dispatching them (concurrency C), timed from ``service.start()``
+  until every delivery is durably ``delivered`` (a listener counts completions; the count is
+  then checked with ``count_by_state()``);
+* ``ccpush-sqlite-Pproc``: the same with ``CCPUSH_PUSH_PROCESSES=P`` (``--push-processes``,
+  default 2): the pushes' HTTP work in P child processes, started before the clock (as the
+  reference's session is made before it);
+* ``ccpush-postgres`` and ``ccpush-postgres-Pproc``, with ``--postgres``: the same on
+  PostgreSQL, in a throw-away schema ``bench_<random>``, dropped afterwards, then a
+  ``CHECKPOINT`` so that the server does not write the run's changes out during the next run.
 
-Prints each run (rate, this process's CPU time per push over all its threads, and the event
-loop's thread's alone), the median
-of each kind, the ratio of medians (ccpush / bare) and the median of the per-round ratios, and
-the load average before and after: on a shared machine, other processes' load moves the
-rates, so compare runs of the same round and look at CPU per push too.
+Prints each run (rate, this process's CPU time per push over all its threads, the event
+loop's thread's alone, and the push processes'), the median of each kind, the ratio of
+medians (ccpush / bare) and the median of the per-round ratios, and the load average before
+and after: on a shared machine, other processes' load moves the rates, so compare runs of
+the same round and look at CPU per push too.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -44,6 +48,7 @@ import aiohttp
 import uvloop
 
 from ccpush.models import Completion, DeliveryState, NewRecord
+from ccpush.push_processes import ProcessSender
 from ccpush.record import CONTENT_TYPE
 from ccpush.sender import PUSH_HEADERS
 from ccpush.service import Service
@@ -80,15 +85,29 @@ class Timing(NamedTuple):
     """CPU time of this process (every thread) in the measured part."""
     loop_cpu: float
     """CPU time of the event loop's thread (this one) in the measured part."""
+    child_cpu: float = 0.0
+    """CPU time of the push processes, if any, in the measured part."""
 
 
-def clocks() -> tuple[float, float, float]:
-    return time.perf_counter(), time.process_time(), time.thread_time()
+Clocks = tuple[float, float, float, float]
 
 
-def since(start: tuple[float, float, float]) -> Timing:
-    wall, cpu, loop = clocks()
-    return Timing(wall - start[0], cpu - start[1], loop - start[2])
+def clocks(children: Sequence[int] = ()) -> Clocks:
+    return time.perf_counter(), time.process_time(), time.thread_time(), cpu_of(children)
+
+
+def since(start: Clocks, children: Sequence[int] = ()) -> Timing:
+    wall, cpu, loop, child = clocks(children)
+    return Timing(wall - start[0], cpu - start[1], loop - start[2], child - start[3])
+
+
+def cpu_of(pids: Sequence[int]) -> float:
+    """CPU seconds the processes ``pids`` have used so far (Linux: /proc/PID/stat)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # Bare aiohttp: the client's ceiling
@@ -138,8 +157,11 @@ class DeliveredCounter:
             self.done.set()
 
 
-def bench_settings(store_url: str, data_dir: str, concurrency: int, batch_size: int) -> Settings:
+def bench_settings(
+    store_url: str, data_dir: str, concurrency: int, batch_size: int, processes: int = 0
+) -> Settings:
     return Settings(
+        push_processes=processes,
         data_dir=Path(data_dir),
         database_url=store_url,
         concurrency=concurrency,
@@ -168,11 +190,15 @@ async def run_ccpush(settings: Settings, url: str, records: list[NewRecord]) -> 
         raise
     counter = DeliveredCounter(len(records))
     service = Service(settings, store=store, listeners=[counter])
-    began = clocks()
+    sender = service.sender
+    await sender.start()  # push processes, if any, start before the clock, as the
+    # reference's session is made before it
+    children = sender.pids if isinstance(sender, ProcessSender) else []
+    began = clocks(children)
     await service.start()
     try:
         await asyncio.wait_for(counter.done.wait(), timeout=600)
-        elapsed = since(began)
+        elapsed = since(began, children)
         counts = await store.count_by_state()
     finally:
         await service.stop()
@@ -182,20 +208,26 @@ async def run_ccpush(settings: Settings, url: str, records: list[NewRecord]) -> 
 
 
 async def run_ccpush_sqlite(
-    url: str, records: list[NewRecord], concurrency: int, batch_size: int
+    url: str, records: list[NewRecord], concurrency: int, batch_size: int, processes: int = 0
 ) -> Timing:
     with tempfile.TemporaryDirectory(prefix="ccpush-bench-") as tmp:
         store_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        settings = bench_settings(store_url, tmp, concurrency, batch_size)
+        settings = bench_settings(store_url, tmp, concurrency, batch_size, processes)
         return await run_ccpush(settings, url, records)
 
 
 async def run_ccpush_postgres(
-    pg_url: str, url: str, records: list[NewRecord], concurrency: int, batch_size: int
+    pg_url: str,
+    url: str,
+    records: list[NewRecord],
+    concurrency: int,
+    batch_size: int,
+    processes: int = 0,
 ) -> Timing:
     schema = f"bench_{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="ccpush-bench-") as tmp:
-        settings = bench_settings(with_schema(pg_url, schema), tmp, concurrency, batch_size)
+        pg_schema = with_schema(pg_url, schema)
+        settings = bench_settings(pg_schema, tmp, concurrency, batch_size, processes)
         try:
             return await run_ccpush(settings, url, records)
         finally:
@@ -211,6 +243,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64, help="C, requests in flight")
     parser.add_argument("--batch-size", type=int, default=256, help="ccpush claim batch size")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each kind, alternated")
+    parser.add_argument(
+        "--push-processes", type=int, default=2, help="P, for the ccpush-*-Pproc kinds"
+    )
     parser.add_argument("--postgres", metavar="URL", help="also measure ccpush on PostgreSQL")
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write results here")
     return parser.parse_args(argv)
@@ -220,14 +255,18 @@ def report(kinds: list[str], timings: dict[str, list[Timing]], n: int) -> dict[s
     rates = {kind: [n / t.seconds for t in timings[kind]] for kind in kinds}
     cpu_us = {kind: [t.cpu / n * 1e6 for t in timings[kind]] for kind in kinds}
     loop_us = {kind: [t.loop_cpu / n * 1e6 for t in timings[kind]] for kind in kinds}
+    child_us = {kind: [t.child_cpu / n * 1e6 for t in timings[kind]] for kind in kinds}
     loop_busy = {kind: [t.loop_cpu / t.seconds for t in timings[kind]] for kind in kinds}
     medians = {kind: statistics.median(rates[kind]) for kind in kinds}
     for kind in kinds:
         spread = ", ".join(f"{rate:,.0f}" for rate in rates[kind])
+        children = statistics.median(child_us[kind])
         print(
-            f"  {kind:<16}{medians[kind]:>9,.0f} /s  {statistics.median(cpu_us[kind]):6.1f} us"
+            f"  {kind:<20}{medians[kind]:>9,.0f} /s  {statistics.median(cpu_us[kind]):6.1f} us"
             f" CPU/push, {statistics.median(loop_us[kind]):6.1f} on the loop's thread"
-            f" (busy {statistics.median(loop_busy[kind]):.0%})   (runs: {spread})"
+            f" (busy {statistics.median(loop_busy[kind]):.0%})"
+            + (f", {children:.1f} in push processes" if children else "")
+            + f"   (runs: {spread})"
         )
     ratios, paired = {}, {}
     for kind in kinds[1:]:
@@ -242,6 +281,7 @@ def report(kinds: list[str], timings: dict[str, list[Timing]], n: int) -> dict[s
         "per_s": rates,
         "cpu_us_per_push": cpu_us,
         "loop_cpu_us_per_push": loop_us,
+        "push_process_cpu_us_per_push": child_us,
         "loop_busy": loop_busy,
         "medians_per_s": medians,
         "ratios": ratios,
@@ -285,15 +325,19 @@ Runner = Callable[[], Coroutine[Any, Any, Timing]]
 def plan_runs(
     args: argparse.Namespace, url: str, records: list[NewRecord], body: bytes
 ) -> dict[str, Runner]:
-    n, c, batch = args.records, args.concurrency, args.batch_size
+    n, c, batch, pp = args.records, args.concurrency, args.batch_size, args.push_processes
     runs: dict[str, Runner] = {
         "bare": lambda: run_bare(url, body, n, c),
         "bare-headers": lambda: run_bare(url, body, n, c, CONTRACT_HEADERS),
         "ccpush-sqlite": lambda: run_ccpush_sqlite(url, records, c, batch),
+        f"ccpush-sqlite-{pp}proc": lambda: run_ccpush_sqlite(url, records, c, batch, pp),
     }
     if args.postgres:
         pg = args.postgres
         runs["ccpush-postgres"] = lambda: run_ccpush_postgres(pg, url, records, c, batch)
+        runs[f"ccpush-postgres-{pp}proc"] = lambda: run_ccpush_postgres(
+            pg, url, records, c, batch, pp
+        )
     return runs
 
 
@@ -307,10 +351,11 @@ async def measure(
             timing = await run()
             timings[kind].append(timing)
             print(
-                f"run {round_number}/{args.repeat} {kind:<16}"
+                f"run {round_number}/{args.repeat} {kind:<20}"
                 f"{args.records / timing.seconds:>9,.0f} /s  ({timing.seconds:.2f} s,"
                 f" {timing.cpu / args.records * 1e6:.1f} us CPU/push,"
-                f" {timing.loop_cpu / args.records * 1e6:.1f} on the loop's thread)",
+                f" {timing.loop_cpu / args.records * 1e6:.1f} on the loop's thread,"
+                f" {timing.child_cpu / args.records * 1e6:.1f} in push processes)",
                 flush=True,
             )
     return timings

@@ -15,6 +15,7 @@ import pytest
 
 from ccpush.store.base import load_migrations
 from tests.conftest import minimal_record
+from tests.helpers import eventually
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.slow
@@ -85,7 +86,9 @@ async def test_serve_generates_a_token_once_accepts_and_pushes(tmp_path: Path) -
         assert (tmp_path / "admin-token").read_text().strip() == token
         assert (tmp_path / "admin-token").stat().st_mode & 0o077 == 0
         assert (tmp_path / "ccpush.db").exists()
-        second = await _serve_and_push(env, port, receiver, expect_token=token)
+        # Again, pushing from a push process, which stops with the server.
+        with_child = {**env, "CCPUSH_PUSH_PROCESSES": "1"}
+        second = await _serve_and_push(with_child, port, receiver, expect_token=token)
         assert second == token
     finally:
         await receiver.stop()
@@ -98,6 +101,7 @@ async def _serve_and_push(
         sys.executable, "-m", "ccpush", "serve", env=env, stderr=asyncio.subprocess.PIPE
     )
     assert server.stderr is not None
+    children: list[int] = []
     try:
         token = expect_token
         async with asyncio.timeout(30):
@@ -107,14 +111,23 @@ async def _serve_and_push(
                     token = line.decode().strip()
         assert token is not None, "the generated admin token was not printed"
         await _push_through(port, token, receiver)
+        children = _children(server.pid)
+        assert len(children) == int(env.get("CCPUSH_PUSH_PROCESSES", "0"))
     finally:
         server.send_signal(signal.SIGTERM)
         rest = await asyncio.wait_for(server.stderr.read(), 30)
         await server.wait()
     assert server.returncode == 0
+    await eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children))
     if expect_token is not None:
         assert expect_token.encode() not in rest
     return token
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children (Linux)."""
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in found]
 
 
 async def _push_through(port: int, token: str, receiver: Receiver) -> None:

@@ -15,10 +15,18 @@ from tests.helpers import eventually, make_service, new_record
 from tests.receiver import Receiver, Reply, fail_first
 
 
-@pytest.fixture
-async def service(tmp_path: Path, db_url: str) -> AsyncIterator[Service]:
+@pytest.fixture(params=[0, 1], ids=["in-process", "push-process"])
+async def service(
+    tmp_path: Path, db_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Service]:
+    """A running service; its pushes made in its own process or in a push process."""
     service = make_service(
-        tmp_path, db_url, retry_schedule="300ms,300ms,300ms", concurrency=32, batch_size=50
+        tmp_path,
+        db_url,
+        retry_schedule="300ms,300ms,300ms",
+        concurrency=32,
+        batch_size=50,
+        push_processes=request.param,
     )
     await service.start()
     yield service

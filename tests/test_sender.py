@@ -1,4 +1,5 @@
-"""One push attempt against real loopback servers: what counts as failure, and why."""
+"""One push attempt against real loopback servers: what counts as failure, and why; made in
+this process (``Sender``) and in a push process (``ProcessSender``) alike."""
 
 from __future__ import annotations
 
@@ -11,22 +12,29 @@ import pytest
 from ccpush.clock import SystemClock
 from ccpush.guard import TargetPolicy
 from ccpush.models import ErrorKind
-from ccpush.sender import Sender, SenderLimits
+from ccpush.push_processes import ProcessSender
+from ccpush.sender import Pushes, Sender, SenderLimits
 from tests.receiver import Receiver, Reply
 
 BODY = b'{"callSessionId":"s1"}'
 
 
-@pytest.fixture
-async def sender() -> AsyncIterator[Sender]:
+@pytest.fixture(params=["in-process", "push-process"])
+async def sender(request: pytest.FixtureRequest) -> AsyncIterator[Pushes]:
     limits = SenderLimits(timeout=0.5, connect_timeout=0.5, per_host=4, excerpt_bytes=16)
     policy = TargetPolicy.parse("127.0.0.0/8")
-    async with Sender(SystemClock(), limits, policy=policy) as sender:
-        yield sender
+    made: Pushes
+    if request.param == "in-process":
+        made = Sender(SystemClock(), limits, policy=policy)
+    else:
+        made = ProcessSender(SystemClock(), limits, policy=policy, processes=1)
+    await made.start()
+    yield made
+    await made.close()
 
 
 @pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
-async def test_any_2xx_is_success(sender: Sender, receiver: Receiver, status: int) -> None:
+async def test_any_2xx_is_success(sender: Pushes, receiver: Receiver, status: int) -> None:
     receiver.responder = lambda push, seen: Reply(status=status, body="")
     outcome = await sender.send(receiver.url, BODY, {})
     assert outcome.ok
@@ -34,7 +42,7 @@ async def test_any_2xx_is_success(sender: Sender, receiver: Receiver, status: in
 
 
 @pytest.mark.parametrize("status", [400, 404, 410, 429, 500, 502, 503])
-async def test_other_statuses_fail(sender: Sender, receiver: Receiver, status: int) -> None:
+async def test_other_statuses_fail(sender: Pushes, receiver: Receiver, status: int) -> None:
     receiver.responder = lambda push, seen: Reply(status=status, body="nope")
     outcome = await sender.send(receiver.url, BODY, {})
     assert not outcome.ok
@@ -42,7 +50,7 @@ async def test_other_statuses_fail(sender: Sender, receiver: Receiver, status: i
     assert outcome.response_excerpt == "nope"
 
 
-async def test_a_redirect_is_a_failure_and_not_followed(sender: Sender, receiver: Receiver) -> None:
+async def test_a_redirect_is_a_failure_and_not_followed(sender: Pushes, receiver: Receiver) -> None:
     receiver.responder = lambda push, seen: (
         Reply(status=307, headers={"Location": "/elsewhere"}) if push.path == "/cdr" else Reply()
     )
@@ -52,7 +60,7 @@ async def test_a_redirect_is_a_failure_and_not_followed(sender: Sender, receiver
     assert [p.path for p in receiver.pushes] == ["/cdr"]
 
 
-async def test_a_slow_receiver_times_out(sender: Sender, receiver: Receiver) -> None:
+async def test_a_slow_receiver_times_out(sender: Pushes, receiver: Receiver) -> None:
     receiver.responder = lambda push, seen: Reply(delay=5)
     outcome = await sender.send(receiver.url, BODY, {})
     assert outcome.error_kind is ErrorKind.TIMEOUT
@@ -60,7 +68,7 @@ async def test_a_slow_receiver_times_out(sender: Sender, receiver: Receiver) -> 
     assert 400 <= outcome.duration_ms < 2000
 
 
-async def test_a_refused_connection_is_a_connect_failure(sender: Sender) -> None:
+async def test_a_refused_connection_is_a_connect_failure(sender: Pushes) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -68,13 +76,13 @@ async def test_a_refused_connection_is_a_connect_failure(sender: Sender) -> None
     assert outcome.error_kind is ErrorKind.CONNECT
 
 
-async def test_tls_to_a_plain_server_is_a_tls_failure(sender: Sender, receiver: Receiver) -> None:
+async def test_tls_to_a_plain_server_is_a_tls_failure(sender: Pushes, receiver: Receiver) -> None:
     outcome = await sender.send(receiver.url.replace("http://", "https://"), BODY, {})
     assert outcome.error_kind is ErrorKind.TLS
     assert receiver.pushes == []
 
 
-async def test_a_broken_reply_is_a_protocol_failure(sender: Sender) -> None:
+async def test_a_broken_reply_is_a_protocol_failure(sender: Pushes) -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"NOT HTTP AT ALL\r\n\r\n")
@@ -89,13 +97,13 @@ async def test_a_broken_reply_is_a_protocol_failure(sender: Sender) -> None:
     assert not outcome.ok
 
 
-async def test_the_response_excerpt_is_capped(sender: Sender, receiver: Receiver) -> None:
+async def test_the_response_excerpt_is_capped(sender: Pushes, receiver: Receiver) -> None:
     receiver.responder = lambda push, seen: Reply(status=500, body="x" * 10_000)
     outcome = await sender.send(receiver.url, BODY, {})
     assert outcome.response_excerpt == "x" * 16
 
 
-async def test_connections_to_a_host_are_reused(sender: Sender, receiver: Receiver) -> None:
+async def test_connections_to_a_host_are_reused(sender: Pushes, receiver: Receiver) -> None:
     for _ in range(3):
         await asyncio.gather(*(sender.send(receiver.url, BODY, {}) for _ in range(20)))
     assert len(receiver.pushes) == 60
@@ -103,7 +111,7 @@ async def test_connections_to_a_host_are_reused(sender: Sender, receiver: Receiv
 
 
 async def test_extra_headers_are_sent_and_content_type_is_exact(
-    sender: Sender, receiver: Receiver
+    sender: Pushes, receiver: Receiver
 ) -> None:
     await sender.send(receiver.url, BODY, {"webhook-id": "dlv_7"})
     [push] = receiver.pushes
@@ -113,7 +121,7 @@ async def test_extra_headers_are_sent_and_content_type_is_exact(
 
 
 async def test_cookies_a_receiver_sets_are_never_sent_back(
-    sender: Sender, receiver: Receiver
+    sender: Pushes, receiver: Receiver
 ) -> None:
     """One customer's endpoint cannot make ccpush carry state from push to push."""
     receiver.responder = lambda push, seen: Reply(headers={"Set-Cookie": "session=abc; Path=/"})

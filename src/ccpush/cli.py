@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -14,6 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from ccpush import __version__
+from ccpush.loop import run as _run
 from ccpush.settings import Settings
 
 T = TypeVar("T")
@@ -52,6 +53,13 @@ Concurrency = Annotated[
     int | None,
     typer.Option(envvar="CCPUSH_CONCURRENCY", help="Pushes in flight at once [default: 128]"),
 ]
+PushProcesses = Annotated[
+    int | None,
+    typer.Option(
+        envvar="CCPUSH_PUSH_PROCESSES",
+        help="Child processes that make the pushes (0: this process) [default: 0]",
+    ),
+]
 LogLevel = Annotated[str | None, typer.Option(envvar="CCPUSH_LOG_LEVEL", help="[default: INFO]")]
 LogFormat = Annotated[
     str | None,
@@ -69,14 +77,6 @@ def _settings(**given: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is installed everywhere but Windows
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
 def _logging(settings: Settings) -> None:
     from ccpush.logs import configure_logging
 
@@ -92,6 +92,7 @@ def serve(
     retry_schedule: RetrySchedule = None,
     push_timeout: PushTimeout = None,
     concurrency: Concurrency = None,
+    push_processes: PushProcesses = None,
     log_level: LogLevel = None,
     log_format: LogFormat = None,
 ) -> None:
@@ -147,6 +148,7 @@ def worker(
     retry_schedule: RetrySchedule = None,
     push_timeout: PushTimeout = None,
     concurrency: Concurrency = None,
+    push_processes: PushProcesses = None,
     log_level: LogLevel = None,
     log_format: LogFormat = None,
 ) -> None:

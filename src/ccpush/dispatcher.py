@@ -38,7 +38,7 @@ from typing import Final
 from ccpush.clock import Clock
 from ccpush.models import Claimed, Completion, DeliveryState, Outcome
 from ccpush.retry import RetrySchedule
-from ccpush.sender import PUSH_HEADERS, Sender
+from ccpush.sender import PUSH_HEADERS, Pushes
 from ccpush.signing import push_headers
 from ccpush.store.base import Store
 
@@ -107,7 +107,7 @@ class Dispatcher:
     def __init__(
         self,
         store: Store,
-        sender: Sender,
+        sender: Pushes,
         clock: Clock,
         settings: DispatchSettings,
         *,

@@ -41,6 +41,8 @@ class ErrorKind(StrEnum):
     INVALID_URL = "invalid_url"
     BLOCKED = "blocked"
     """The push address resolves to an address pushes may not reach (loopback, private...)."""
+    INTERRUPTED = "interrupted"
+    """The process making the push stopped during it: the receiver may have had it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,7 +15,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Protocol
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -55,6 +55,26 @@ class SenderLimits:
     """Pushes in flight at once to one host, so one customer cannot take every slot."""
     excerpt_bytes: int = 2048
     """How much of a response body the attempt log keeps."""
+
+
+class Pushes(Protocol):
+    """What makes push attempts: a ``Sender``, or a ``ProcessSender`` (``ccpush.push_processes``)
+    whose child processes each run one."""
+
+    limits: SenderLimits
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        started_at: datetime | None = None,
+    ) -> Outcome: ...
 
 
 class Sender:

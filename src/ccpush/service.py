@@ -18,9 +18,10 @@ from ccpush.dispatcher import AttemptListener, Dispatcher, DispatchSettings
 from ccpush.errors import ConfigurationError
 from ccpush.logs import log_attempt
 from ccpush.metrics import Metrics
+from ccpush.push_processes import ProcessSender
 from ccpush.record import parse_zone, zone_label
 from ccpush.replays import ReplayRunner
-from ccpush.sender import Sender, SenderLimits
+from ccpush.sender import Pushes, Sender, SenderLimits
 from ccpush.settings import MIN_CONSOLE_SECRET_LENGTH, Settings, check_admin_token
 from ccpush.store import Store, open_store
 from ccpush.upkeep import Upkeep
@@ -90,20 +91,30 @@ class Service:
         self.store = store or open_store(settings.store_url)
         self.zone = parse_zone(settings.record_timezone)
         self.resolver = resolver
+        """The DNS resolver the target guard wraps (None: aiohttp's threaded resolver), for
+        pushes made in this process."""
         self.metrics = Metrics()
-        """The DNS resolver the target guard wraps (None: aiohttp's threaded resolver)."""
-        self.sender = Sender(
-            self.clock,
-            SenderLimits(
-                timeout=settings.push_timeout,
-                connect_timeout=settings.push_connect_timeout,
-                concurrency=settings.concurrency,
-                per_host=settings.per_host_concurrency,
-                excerpt_bytes=settings.response_excerpt_bytes,
-            ),
-            policy=settings.target_policy,
-            resolver=resolver,
+        limits = SenderLimits(
+            timeout=settings.push_timeout,
+            connect_timeout=settings.push_connect_timeout,
+            concurrency=settings.concurrency,
+            per_host=settings.per_host_concurrency,
+            excerpt_bytes=settings.response_excerpt_bytes,
         )
+        self.sender: Pushes
+        if settings.push_processes and resolver is not None:
+            raise ValueError("a resolver is for pushes made in this process: no push processes")
+        if settings.push_processes:
+            self.sender = ProcessSender(
+                self.clock,
+                limits,
+                policy=settings.target_policy,
+                processes=settings.push_processes,
+            )
+        else:
+            self.sender = Sender(
+                self.clock, limits, policy=settings.target_policy, resolver=resolver
+            )
         self.dispatcher = Dispatcher(
             self.store,
             self.sender,

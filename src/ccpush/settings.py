@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     push_connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     concurrency: Annotated[int, Field(ge=1, le=10_000)] = 128
     per_host_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
+    push_processes: Annotated[int, Field(ge=0, le=64)] = 0
+    """Child processes that make the pushes' HTTP requests, each host's always in the same
+    one, so that pushing and the dispatcher's own work use more than one core; 0 pushes from
+    the dispatcher's process."""
     lease: str = "60s"
     rotation_overlap: str = "24h"
     """How long a rotated-out signing secret keeps signing pushes beside the new one."""
