@@ -94,6 +94,12 @@ def run(name: str, arguments: list[str], workdir: Path) -> dict[str, Any]:
 # The report
 
 
+def _config(kind: str) -> str:
+    """How a throughput kind ran: ``ccpush-sqlite-2proc`` -> "2 push processes"."""
+    last = kind.rsplit("-", 1)[1]
+    return f"{last.removesuffix('proc')} push processes" if last.endswith("proc") else "one process"
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
@@ -106,25 +112,26 @@ def targets(runs: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
     rows = []
     t = runs["throughput"]["results"]
     sqlite_ratio = t["ratios"]["ccpush-sqlite"]
+    for backend, target in (("sqlite", 0.85), ("postgres", 0.8)):
+        ratios = {
+            kind: ratio
+            for kind, ratio in t["ratios"].items()
+            if kind.startswith(f"ccpush-{backend}")
+        }
+        if not ratios:
+            continue
+        one, best = ratios[f"ccpush-{backend}"], max(ratios.values())
+        shown = "; ".join(f"{_config(kind)} {ratio:.2f}" for kind, ratio in ratios.items())
+        name = {"sqlite": "SQLite", "postgres": "PostgreSQL"}[backend]
+        met = "met with push processes" if one < target <= best else verdict(best >= target)
+        rows.append((f"Throughput ccpush / bare aiohttp, {name} ≥ {target}", shown, met))
     rows.append(
         (
-            "Throughput ccpush / bare aiohttp, SQLite ≥ 0.85",
+            "(pipeline issue) same ratio, one process ≥ 0.6",
             f"{sqlite_ratio:.2f}",
-            verdict(sqlite_ratio >= 0.85),
+            verdict(sqlite_ratio >= 0.6),
         )
     )
-    rows.append(
-        ("(pipeline issue) same ratio ≥ 0.6", f"{sqlite_ratio:.2f}", verdict(sqlite_ratio >= 0.6))
-    )
-    if "ccpush-postgres" in t["ratios"]:
-        pg_ratio = t["ratios"]["ccpush-postgres"]
-        rows.append(
-            (
-                "Throughput ccpush / bare aiohttp, PostgreSQL ≥ 0.8",
-                f"{pg_ratio:.2f}",
-                verdict(pg_ratio >= 0.8),
-            )
-        )
     i = runs["ingestion"]["results"]["sqlite"]
     batch, single = i["batch"]["records_per_s"]["ccpush"], i["single"]["records_per_s"]["ccpush"]
     rows.append(
@@ -332,8 +339,9 @@ def _why_throughput(run: dict[str, Any]) -> list[str]:
     gil = loop / busy  # the loop's thread's time per push, running or waiting for the GIL
     room = bare / 0.85 - headers
     return [
-        "### Why the throughput ratio is not higher",
+        "### Why one process stays below 0.85, and what push processes change",
         "",
+        *_with_push_processes(r),
         "Both sides are bound by one thread: the bare loop by its own, ccpush by the event"
         " loop's thread, and Python runs one thread at a time (the GIL). In this run:",
         "",
@@ -371,6 +379,33 @@ def _why_throughput(run: dict[str, Any]) -> list[str]:
         "On PostgreSQL the store's work (asyncpg) runs on the event loop's thread itself, and"
         " the PostgreSQL server shares the machine's two cores with the receiver and the"
         " benchmark.",
+        "",
+    ]
+
+
+def _with_push_processes(r: dict[str, Any]) -> list[str]:
+    kinds = [kind for kind in r["ratios"] if kind.endswith("proc")]
+    if not kinds:
+        return []
+    lines = [
+        "With `CCPUSH_PUSH_PROCESSES` the HTTP requests are made by child processes and the"
+        " dispatcher's process keeps claiming, deciding and writing: the two halves run on"
+        " the machine's two cores (shared with the receiver and, on PostgreSQL, the server)."
+        " The reference is one aiohttp loop on one core. In this run:",
+        "",
+    ]
+    for kind in kinds:
+        loop = statistics.median(r["loop_cpu_us_per_push"][kind])
+        children = statistics.median(r["push_process_cpu_us_per_push"][kind])
+        lines.append(
+            f"- `{kind}`: {fmt(r['medians_per_s'][kind])} pushes/s, ratio {r['ratios'][kind]:.2f};"
+            f" {loop:.1f} µs per push on the dispatcher's event loop, {children:.1f} µs in the"
+            " push processes (the requests, and the batches to and from them);"
+        )
+    return [
+        *lines,
+        "",
+        "In one process, both halves share one thread:",
         "",
     ]
 

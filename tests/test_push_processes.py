@@ -91,3 +91,17 @@ async def test_a_sender_not_started_says_so() -> None:
     sender = ProcessSender(SystemClock(), LIMITS, policy=LOOPBACK)
     with pytest.raises(RuntimeError, match="not started"):
         await sender.send("http://127.0.0.1:9/", BODY, {})
+
+
+async def test_an_attempt_whose_caller_stopped_waiting_does_not_disturb_the_others(
+    sender: ProcessSender, receiver: Receiver
+) -> None:
+    receiver.responder = lambda push, seen: Reply(delay=0.2) if seen == 0 else Reply()
+    given_up = asyncio.ensure_future(sender.send(receiver.url, BODY, {"webhook-id": "dlv_1"}))
+    await receiver.wait_for(lambda r: len(r.pushes) == 1)
+    given_up.cancel()
+    later = [sender.send(receiver.url, BODY, {"webhook-id": f"dlv_{n}"}) for n in range(2, 6)]
+    assert all(outcome.ok for outcome in await asyncio.gather(*later))
+    await receiver.wait_for(lambda r: len(r.pushes) == 5)
+    await sender.close()  # the first one's answer arrives for nobody, and is dropped
+    assert given_up.cancelled()

@@ -199,9 +199,10 @@ class _Child:
                 replies: list[Reply] = pickle.loads(await _read_frame(reader))  # noqa: S301
                 for number, duration, status, kind, error, excerpt in replies:
                     future, started_at = self._held.pop(number)
-                    error_kind = None if kind is None else ErrorKind(kind)
-                    outcome = Outcome(started_at, duration, status, error_kind, error, excerpt)
-                    future.set_result(outcome)
+                    if not future.done():  # else its caller gave up waiting
+                        error_kind = None if kind is None else ErrorKind(kind)
+                        outcome = Outcome(started_at, duration, status, error_kind, error, excerpt)
+                        future.set_result(outcome)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -216,7 +217,9 @@ class _Child:
         reason = f"the push process stopped during the attempt (exit code {code})"
         held, self._held = self._held, {}
         for future, started_at in held.values():
-            future.set_result(Outcome(started_at, 0.0, None, ErrorKind.INTERRUPTED, reason, None))
+            if not future.done():
+                interrupted = Outcome(started_at, 0.0, None, ErrorKind.INTERRUPTED, reason, None)
+                future.set_result(interrupted)
 
     async def close(self) -> None:
         """Let the child finish the attempts it holds, and exit."""
