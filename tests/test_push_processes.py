@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from ccpush.guard import TargetPolicy
 from ccpush.models import ErrorKind
 from ccpush.push_processes import ProcessSender
 from ccpush.sender import SenderLimits
+from tests.helpers import eventually
 from tests.receiver import Receiver, Reply
 
 BODY = b'{"callSessionId":"s1"}'
@@ -105,3 +107,20 @@ async def test_an_attempt_whose_caller_stopped_waiting_does_not_disturb_the_othe
     await receiver.wait_for(lambda r: len(r.pushes) == 5)
     await sender.close()  # the first one's answer arrives for nobody, and is dropped
     assert given_up.cancelled()
+
+
+async def test_a_push_process_that_cannot_be_started_again_fails_the_attempt(
+    sender: ProcessSender, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher always gets an outcome, never an exception, from a sender."""
+    pids = sender.pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    monkeypatch.setattr("sys.executable", "/bin/false")  # every new child exits at once
+    await eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids))  # reaped
+    outcome = await sender.send(receiver.url, BODY, {})
+    assert outcome.error_kind is ErrorKind.INTERRUPTED
+    assert "no push process could be started" in (outcome.error or "")
+    assert receiver.pushes == []
+    monkeypatch.undo()
+    assert (await sender.send(receiver.url, BODY, {})).ok  # the next one starts

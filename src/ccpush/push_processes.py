@@ -108,22 +108,29 @@ class ProcessSender:
             started_at = self.clock.now()
         child = min(self._children, key=_Child.load)
         if not child.alive:
-            child = await self._replace(self._children.index(child))
+            try:
+                child = await self._replace(self._children.index(child))
+            except (OSError, RuntimeError) as exc:
+                return _interrupted(started_at, f"no push process could be started: {exc}")
         return await child.send(url, body, headers, started_at)
 
     async def _replace(self, slot: int) -> _Child:
-        """A new child in place of the one in ``slot``, which exited (started once, however
-        many attempts wait for it)."""
+        """A new child in place of the one in ``slot``, which exited: started once, however
+        many attempts wait for it."""
         replacing = self._replacing.get(slot)
         if replacing is None:
-            replacing = self._replacing[slot] = asyncio.create_task(_Child.spawn(self._config))
+            replacing = self._replacing[slot] = asyncio.create_task(self._spawn_into(slot))
+        return await asyncio.shield(replacing)
+
+    async def _spawn_into(self, slot: int) -> _Child:
         try:
-            child = await asyncio.shield(replacing)
+            child = await _Child.spawn(self._config)
         finally:
-            if replacing.done():
-                self._replacing.pop(slot, None)
-        if self._children and not self._children[slot].alive:
+            del self._replacing[slot]
+        if slot < len(self._children):
             self._children[slot] = child
+        else:  # closed meanwhile
+            await child.close()
         return child
 
 
@@ -178,6 +185,8 @@ class _Child:
     async def send(
         self, url: str, body: bytes, headers: dict[str, str], started_at: datetime
     ) -> Outcome:
+        if not self.alive:
+            return _interrupted(started_at, "the push process has exited")
         loop = asyncio.get_running_loop()
         self._numbers += 1
         number = self._numbers
@@ -218,8 +227,7 @@ class _Child:
         held, self._held = self._held, {}
         for future, started_at in held.values():
             if not future.done():
-                interrupted = Outcome(started_at, 0.0, None, ErrorKind.INTERRUPTED, reason, None)
-                future.set_result(interrupted)
+                future.set_result(_interrupted(started_at, reason))
 
     async def close(self) -> None:
         """Let the child finish the attempts it holds, and exit."""
@@ -232,6 +240,10 @@ class _Child:
         except TimeoutError:
             self.process.kill()
             await self._reading
+
+
+def _interrupted(started_at: datetime, reason: str) -> Outcome:
+    return Outcome(started_at, 0.0, None, ErrorKind.INTERRUPTED, reason, None)
 
 
 def _frame(data: bytes) -> bytes:
