@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,14 +10,10 @@ import pytest
 
 from ccpush.models import NewRecord
 from ccpush.service import Service
-from ccpush.store import Store
 from ccpush.store.base import Latest, plan_ingest
-from ccpush.store.postgres import LATEST_VERSIONS, PostgresStore
 from tests.api_client import ok
 from tests.conftest import minimal_record
 from tests.receiver import Receiver
-
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def rec(sid: str, body: str) -> NewRecord:
@@ -113,31 +107,3 @@ async def test_a_gap_is_filled_by_sequence_range_with_pages(admin: httpx.AsyncCl
     assert seqs == [3, 4, 5, 6, 7, 8]
     mixed = await admin.get(url, params={"fromSequence": 1, "from": "2023-01-01 00:00:00"})
     assert mixed.status_code == 422
-
-
-@pytest.mark.parametrize("backend", ["postgres"])
-async def test_postgres_finds_known_records_by_index_whatever_the_statistics(
-    store: Store,
-) -> None:
-    """Ingestion looks each incoming session id up through the unique index. Planned as one
-    join, the lookup scanned all the app's records while the table's statistics were stale,
-    so that every batch cost more than the one before."""
-    assert isinstance(store, PostgresStore)
-    app = await store.create_app(name="many", push_url=None, now=NOW)
-    for start in range(0, 3000, 500):
-        batch = [rec(f"known-{n}", "1") for n in range(start, start + 500)]
-        await store.ingest(app.id, batch, now=NOW)
-    incoming = [f"new-{n}" for n in range(500)]
-    async with store.pool.acquire() as conn:
-        rows = await conn.fetch("EXPLAIN (FORMAT JSON) " + LATEST_VERSIONS, app.id, incoming)
-    plan = json.loads(rows[0][0])[0]["Plan"]
-    scans = {node["Relation Name"]: node for node in _nodes(plan) if "Relation Name" in node}
-    assert scans["call_records"]["Node Type"] == "Index Scan"
-    assert scans["call_records"]["Index Name"] == "call_records_app_id_call_session_id_key"
-    assert scans["call_records"]["Plan Rows"] <= 1  # one lookup per incoming id
-
-
-def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)

@@ -417,10 +417,12 @@ busy AS (
     SELECT a.id AS app FROM apps AS a
     WHERE a.id IN (SELECT app FROM first_apps UNION ALL SELECT app FROM retry_apps)
       AND a.push_url IS NOT NULL AND NOT a.paused AND a.id <> ALL($5::text[])
-      AND (EXISTS (SELECT 1 FROM deliveries WHERE app_id = a.id AND state = 'pending'
-                   AND attempts = 0 AND next_attempt_at <= $1)
-           OR EXISTS (SELECT 1 FROM deliveries WHERE app_id = a.id AND state = 'pending'
-                      AND attempts > 0 AND next_attempt_at <= $1))),
+      -- Scalar subqueries, not EXISTS: PostgreSQL may run an OR of EXISTS as one hashed
+      -- scan of every due delivery, whose cost grows with the backlog.
+      AND ((SELECT true FROM deliveries WHERE app_id = a.id AND state = 'pending'
+            AND attempts = 0 AND next_attempt_at <= $1 LIMIT 1)
+           OR (SELECT true FROM deliveries WHERE app_id = a.id AND state = 'pending'
+               AND attempts > 0 AND next_attempt_at <= $1 LIMIT 1))),
 share AS (SELECT (($2 + count(*) - 1) / greatest(count(*), 1))::int AS per_app FROM busy),
 candidates AS ({_CLAIM_LANE.format(lane=0, attempts="= 0")} UNION ALL
                {_CLAIM_LANE.format(lane=1, attempts="> 0")}),

@@ -1,0 +1,83 @@
+"""PostgreSQL's plans for the hot statements read what they need, not the whole backlog.
+
+Each statement is run under ``EXPLAIN`` on a store with thousands of rows and no fresh
+statistics (as after a burst of ingestion), and no step of its plan may read more rows than
+its work asks for: a plan that scans an app's records or every due delivery costs more as
+they grow, and shows first as a slower claim or ingestion under load.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from ccpush.models import NewRecord
+from ccpush.store import Store
+from ccpush.store.postgres import CLAIM_DUE, LATEST_VERSIONS, PostgresStore
+
+pytestmark = pytest.mark.parametrize("backend", ["postgres"])
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def record(sid: str) -> NewRecord:
+    return NewRecord(call_session_id=sid, body=b"{}", call_start=NOW)
+
+
+async def app_with_backlog(store: Store, push_url: str | None, backlog: int) -> str:
+    app = await store.create_app(name="many", push_url=push_url, now=NOW)
+    for start in range(0, backlog, 500):
+        batch = [record(f"known-{n}") for n in range(start, start + 500)]
+        await store.ingest(app.id, batch, now=NOW)
+    return app.id
+
+
+async def plan_of(store: Store, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """Every node of the statement's executed plan (the statement's writes rolled back)."""
+    assert isinstance(store, PostgresStore)
+    async with store.pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            rows = await conn.fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
+        finally:
+            await transaction.rollback()
+    return list(_nodes(json.loads(rows[0][0])[0]["Plan"]))
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def most_rows_read(nodes: list[dict[str, Any]], table: str) -> int:
+    return max(
+        node["Actual Rows"] * node["Actual Loops"]
+        for node in nodes
+        if node.get("Relation Name") == table
+    )
+
+
+async def test_ingestion_finds_known_records_one_by_one(store: Store) -> None:
+    """Planned as one join, the lookup scanned all the app's records (each batch cost more
+    than the one before: 168 ms per 500 records at 20,000)."""
+    app_id = await app_with_backlog(store, None, 3000)
+    incoming = [f"new-{n}" for n in range(400)] + [f"known-{n}" for n in range(100)]
+    nodes = await plan_of(store, LATEST_VERSIONS, app_id, incoming)
+    assert most_rows_read(nodes, "call_records") <= 500
+    assert most_rows_read(nodes, "record_versions") <= 100
+
+
+async def test_a_claim_reads_no_more_deliveries_than_it_claims(store: Store) -> None:
+    """Which apps have due work was once an OR of two EXISTS, which PostgreSQL ran as a
+    hashed scan of every due delivery (10 ms of a 19 ms claim at 20,000)."""
+    await app_with_backlog(store, "http://receiver.test/cdr", 20_000)
+    limit, later = 100, NOW + timedelta(seconds=1)
+    args = (later, limit, later + timedelta(seconds=60), "worker", [], None)
+    nodes = await plan_of(store, CLAIM_DUE, *args)
+    assert most_rows_read(nodes, "deliveries") <= 2 * limit
