@@ -534,7 +534,11 @@ class PostgresStore(Store):
                 finally:
                     await conn.close()
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.max_connections, server_settings=settings
+                self.dsn,
+                min_size=1,
+                max_size=self.max_connections,
+                server_settings=settings,
+                reset=_reset,
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
@@ -1025,6 +1029,15 @@ async def _ingest_one(conn: _Conn, app: App, request: IngestRequest) -> list[Ing
             "UPDATE apps SET last_seq = $2 WHERE id = $1", app.id, plan.last_sequence
         )
     return plan.results
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    """Make a connection given back to the pool ready for the next user. The store keeps no
+    session state (its locks are transaction-scoped, it neither listens nor sets anything),
+    so asyncpg's default reset, a round trip on every release, only matters for a
+    transaction left open."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 async def _fetch_app(
