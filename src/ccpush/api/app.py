@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from starlette.routing import Route
 from starlette.types import Scope
 
 from ccpush import __version__
@@ -61,7 +62,8 @@ def create_api(service: Service, *, admin_token: str) -> FastAPI:
     api.state.group_commit = GroupCommit(service.store, max_queued=settings.max_queued_records)
     api.add_middleware(BodyLimit, limit_for=_body_limit(settings))
     install_error_handlers(api)
-    # Ingestion's routes first: a request is matched against the routes in order.
+    # Ingestion first: a request is matched against the routes in order.
+    api.router.routes.append(Route(records.INGEST_PATH, records.ingest, methods=["POST"]))
     for module in (records, accounts, apps):
         api.include_router(module.router, responses=ERRORS)
 
