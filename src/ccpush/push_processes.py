@@ -29,7 +29,7 @@ import signal
 import socket
 import struct
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from ccpush.clock import Clock, SystemClock
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 FRAME_HEADER: Final = struct.Struct("!I")
 STOP_SECONDS: Final = 20.0
 """How long a child may take to finish its attempts once told to stop, before it is killed."""
+
+UNUSED: Final = datetime(1970, 1, 1, tzinfo=UTC)
+"""An attempt's start, in a child: the parent knows when it started."""
 
 Request = tuple[int, str, bytes, dict[str, str]]
 """An attempt, to a child: (number, url, body, headers)."""
@@ -274,7 +277,7 @@ async def serve(sock: socket.socket) -> None:
 
     async def push(sender: Sender, request: Request) -> None:
         number, url, body, headers = request
-        done = await sender.send(url, body, headers)
+        done = await sender.send(url, body, headers, started_at=UNUSED)  # the parent's
         kind = None if done.error_kind is None else done.error_kind.value
         outbox.append(
             (number, done.duration_ms, done.status_code, kind, done.error, done.response_excerpt)

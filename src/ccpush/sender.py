@@ -33,7 +33,7 @@ from ccpush.guard import (
 from ccpush.models import ErrorKind, Outcome
 from ccpush.record import CONTENT_TYPE
 
-VERDICTS_KEPT: Final = 4096
+TARGETS_KEPT: Final = 4096
 USER_AGENT: Final = f"ccpush/{__version__}"
 PUSH_HEADERS: Final = {
     "Content-Type": CONTENT_TYPE,
@@ -96,7 +96,7 @@ class Sender:
         self.limits = limits or SenderLimits()
         self.policy = policy if policy is not None else TargetPolicy()
         self._resolver = resolver
-        self._verdicts: dict[str, str | None] = {}
+        self._targets: dict[str, tuple[str | None, URL | str]] = {}
         self._guarded: GuardedResolver | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -159,14 +159,14 @@ class Sender:
         excerpt: str | None = None
         kind: ErrorKind | None
         error: str | None
-        refused = self._verdicts[url] if url in self._verdicts else self._new_verdict(url)
+        refused, address = self._targets.get(url) or self._new_target(url)
         if refused is not None:
             return self._outcome(started_at, began, ErrorKind.BLOCKED, refused)
         if "User-Agent" not in headers:
             headers = {**PUSH_HEADERS, **headers}
         try:
             async with session.post(
-                url, data=body, headers=headers, allow_redirects=False
+                address, data=body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
                 data = await response.content.read(self.limits.excerpt_bytes)
@@ -179,19 +179,20 @@ class Sender:
             kind, error = _classify(exc)
         return self._outcome(started_at, began, kind, error, status, excerpt)
 
-    def _new_verdict(self, url: str) -> str | None:
-        """The guard's verdict on a URL not judged yet, kept: it depends on the URL alone
-        (``send`` looks it up first). A malformed URL is aiohttp's to report."""
-        if len(self._verdicts) >= VERDICTS_KEPT:
-            self._verdicts.clear()
+    def _new_target(self, url: str) -> tuple[str | None, URL | str]:
+        """The guard's verdict on a URL not seen yet, and the URL parsed, both kept: the
+        verdict depends on the URL alone (``send`` looks it up first). A malformed URL is
+        kept as it is, for aiohttp to report."""
+        if len(self._targets) >= TARGETS_KEPT:
+            self._targets.clear()
         try:
             parsed = URL(url)
         except (ValueError, TypeError):
-            verdict = None
+            target: tuple[str | None, URL | str] = (None, url)
         else:
-            verdict = check_url(parsed, self.policy) if parsed.scheme else None
-        self._verdicts[url] = verdict
-        return verdict
+            target = (check_url(parsed, self.policy) if parsed.scheme else None, parsed)
+        self._targets[url] = target
+        return target
 
     @staticmethod
     def _outcome(
