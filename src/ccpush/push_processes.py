@@ -93,8 +93,9 @@ class ProcessSender:
 
     @property
     def pids(self) -> list[int]:
-        """The children's process ids."""
-        return [child.pid for child in self._children]
+        """The process ids of the children running (one that exited is replaced when an
+        attempt needs it)."""
+        return [child.pid for child in self._children if child.alive]
 
     async def send(
         self,
