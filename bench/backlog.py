@@ -15,10 +15,11 @@ Claim throughput: deliveries per second through ``claim_due`` (batches of 256, a
 dispatcher claims; its time alone), and through claims and completions (``complete``,
 every one delivered), ``--claims`` of them per run, kinds alternated, ``--repeat`` rounds,
 medians; each claim's time is kept too. On PostgreSQL each run starts on a vacuumed store
-(``vacuumed``): the backlog store serves every round. SQLite copies its log back into the database every
-40 MB of writes, in the commit that crosses the mark (tens of milliseconds): runs long
-enough to hold several such checkpoints each measure them alike (with 20,000 claims a
-run, whether one fell in a run or not moved the ratio between 0.75 and 0.93).
+(``vacuumed``): the backlog store serves every round. SQLite copies its log back into the
+database every 40 MB of writes, in the commit that crosses the mark (tens of
+milliseconds): runs long enough to hold several such checkpoints each measure them alike
+(with 20,000 claims a run, whether one fell in a run or not moved the ratio between 0.75
+and 0.93).
 
 Peak memory: ``Service`` (dispatcher, defaults) in its own process, opened on the backlog
 store, pushing to a receiver process that answers at once for ``--dispatch-seconds``: the

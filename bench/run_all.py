@@ -405,7 +405,7 @@ def _with_push_processes(r: dict[str, Any]) -> list[str]:
     return [
         *lines,
         "",
-        "In one process, both halves share one thread:",
+        "In one process:",
         "",
     ]
 
