@@ -36,7 +36,7 @@ from ccpush.clock import Clock, SystemClock
 from ccpush.guard import TargetPolicy
 from ccpush.loop import run
 from ccpush.models import ErrorKind, Outcome
-from ccpush.sender import Sender, SenderLimits
+from ccpush.sender import Pushes, Sender, SenderLimits
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ Reply = tuple[int, float, int | None, str | None, str | None, str | None]
 """Its outcome, from the child: (number, duration_ms, status, error kind, error, excerpt)."""
 
 
-class ProcessSender:
+class ProcessSender(Pushes):
     """A ``Sender`` whose attempts are made by ``processes`` child processes."""
 
     def __init__(
@@ -74,13 +74,6 @@ class ProcessSender:
         self._config = pickle.dumps((self.limits, self.policy))
         self._children: list[_Child] = []
         self._replacing: dict[int, asyncio.Task[_Child]] = {}
-
-    async def __aenter__(self) -> ProcessSender:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         if not self._children:

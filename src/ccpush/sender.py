@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Protocol
+from typing import Final, Self
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -57,16 +58,26 @@ class SenderLimits:
     """How much of a response body the attempt log keeps."""
 
 
-class Pushes(Protocol):
+class Pushes(ABC):
     """What makes push attempts: a ``Sender``, or a ``ProcessSender`` (``ccpush.push_processes``)
-    whose child processes each run one."""
+    whose child processes each run one. Started and closed around its use."""
 
     limits: SenderLimits
 
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    @abstractmethod
     async def start(self) -> None: ...
 
+    @abstractmethod
     async def close(self) -> None: ...
 
+    @abstractmethod
     async def send(
         self,
         url: str,
@@ -74,10 +85,11 @@ class Pushes(Protocol):
         headers: dict[str, str],
         *,
         started_at: datetime | None = None,
-    ) -> Outcome: ...
+    ) -> Outcome:
+        """POST ``body`` to ``url`` once. A 2xx answer is success; anything else is not."""
 
 
-class Sender:
+class Sender(Pushes):
     """Makes push attempts over one connection pool, reusing connections per host.
 
     ``policy`` says which non-global addresses pushes may reach (by default none);
@@ -99,13 +111,6 @@ class Sender:
         self._targets: dict[str, tuple[str | None, URL | str]] = {}
         self._guarded: GuardedResolver | None = None
         self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Sender:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         if self._session is not None:
