@@ -122,3 +122,20 @@ async def test_a_push_process_that_cannot_be_started_again_fails_the_attempt(
     assert receiver.pushes == []
     monkeypatch.undo()
     assert (await sender.send(receiver.url, BODY, {})).ok  # the next one starts
+
+
+async def test_a_child_that_does_not_finish_in_time_is_killed_on_close(
+    receiver: Receiver,
+) -> None:
+    """Closing waits the push timeout and a margin for a child, then kills it: a stuck
+    child cannot hold up a stopping service."""
+    quick = SenderLimits(timeout=0.2, connect_timeout=0.2)
+    sender = ProcessSender(SystemClock(), quick, policy=LOOPBACK)
+    await sender.start()
+    [pid] = sender.pids
+    os.kill(pid, signal.SIGSTOP)  # frozen: it will never answer, nor read its socket's end
+    attempt = asyncio.ensure_future(sender.send(receiver.url, BODY, {}))
+    await asyncio.wait_for(sender.close(), 30)
+    outcome = await attempt
+    assert outcome.error_kind is ErrorKind.INTERRUPTED
+    assert "exit code -9" in (outcome.error or "")

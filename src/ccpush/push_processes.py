@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 
 # Frames are pickles, read only from the socket pair between this process and its own child.
 FRAME_HEADER: Final = struct.Struct("!I")
-STOP_SECONDS: Final = 20.0
-"""How long a child may take to finish its attempts once told to stop, before it is killed."""
+STOP_MARGIN: Final = 5.0
+"""Seconds beyond the push timeout a child may take to finish its attempts once told to
+stop, before it is killed."""
 
 UNUSED: Final = datetime(1970, 1, 1, tzinfo=UTC)
 """An attempt's start, in a child: the parent knows when it started."""
@@ -82,7 +83,8 @@ class ProcessSender(Pushes):
 
     async def close(self) -> None:
         children, self._children = self._children, []
-        await asyncio.gather(*(child.close() for child in children))
+        within = self.limits.timeout + STOP_MARGIN
+        await asyncio.gather(*(child.close(within) for child in children))
 
     @property
     def pids(self) -> list[int]:
@@ -127,7 +129,7 @@ class ProcessSender(Pushes):
         if slot < len(self._children):
             self._children[slot] = child
         else:  # closed meanwhile
-            await child.close()
+            await child.close(STOP_MARGIN)
         return child
 
 
@@ -226,14 +228,15 @@ class _Child:
             if not future.done():
                 future.set_result(_interrupted(started_at, reason))
 
-    async def close(self) -> None:
-        """Let the child finish the attempts it holds, and exit."""
+    async def close(self, within: float) -> None:
+        """Let the child finish the attempts it holds and exit; kill it after ``within``
+        seconds."""
         self._stopping = True
         if self.alive:
             self._flush()
             self._writer.write_eof()
         try:
-            await asyncio.wait_for(asyncio.shield(self._reading), STOP_SECONDS)
+            await asyncio.wait_for(asyncio.shield(self._reading), within)
         except TimeoutError:
             self.process.kill()
             await self._reading
