@@ -59,6 +59,7 @@ from common import (
     drop_schema,
     machine_info,
     make_records,
+    process_cpu,
     with_schema,
     write_json,
 )
@@ -93,21 +94,13 @@ Clocks = tuple[float, float, float, float]
 
 
 def clocks(children: Sequence[int] = ()) -> Clocks:
-    return time.perf_counter(), time.process_time(), time.thread_time(), cpu_of(children)
+    children_cpu = sum(process_cpu(pid) for pid in children)
+    return time.perf_counter(), time.process_time(), time.thread_time(), children_cpu
 
 
 def since(start: Clocks, children: Sequence[int] = ()) -> Timing:
     wall, cpu, loop, child = clocks(children)
     return Timing(wall - start[0], cpu - start[1], loop - start[2], child - start[3])
-
-
-def cpu_of(pids: Sequence[int]) -> float:
-    """CPU seconds the processes ``pids`` have used so far (Linux: /proc/PID/stat)."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # Bare aiohttp: the client's ceiling
