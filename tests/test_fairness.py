@@ -207,8 +207,12 @@ class TestFairClaims:
         assert len(await claim(store, clock, limit=10)) == 4
 
 
-@pytest.fixture
-async def service(tmp_path: Path, db_url: str) -> AsyncIterator[Service]:
+@pytest.fixture(params=[0, 2], ids=["in-process", "push-processes"])
+async def service(
+    tmp_path: Path, db_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Service]:
+    """A running service; with two push processes, the host and app caps hold whichever
+    child makes a push, since the dispatcher keeps them."""
     service = make_service(
         tmp_path,
         db_url,
@@ -216,6 +220,7 @@ async def service(tmp_path: Path, db_url: str) -> AsyncIterator[Service]:
         per_host_concurrency=5,
         batch_size=50,
         push_timeout=2.0,
+        push_processes=request.param,
     )
     await service.start()
     yield service
