@@ -86,19 +86,33 @@ async def test_serve_generates_a_token_once_accepts_and_pushes(tmp_path: Path) -
         assert (tmp_path / "admin-token").read_text().strip() == token
         assert (tmp_path / "admin-token").stat().st_mode & 0o077 == 0
         assert (tmp_path / "ccpush.db").exists()
-        # Again, pushing from a push process, which stops with the server.
+        # Again, pushing from a push process, stopped by Ctrl-C: the signal reaches the
+        # whole process group, and the child waits for the server to stop it.
         with_child = {**env, "CCPUSH_PUSH_PROCESSES": "1"}
-        second = await _serve_and_push(with_child, port, receiver, expect_token=token)
+        second = await _serve_and_push(with_child, port, receiver, expect_token=token, ctrl_c=True)
         assert second == token
     finally:
         await receiver.stop()
 
 
 async def _serve_and_push(
-    env: dict[str, str], port: int, receiver: Receiver, expect_token: str | None = None
+    env: dict[str, str],
+    port: int,
+    receiver: Receiver,
+    expect_token: str | None = None,
+    *,
+    ctrl_c: bool = False,
 ) -> str:
+    """Run ``ccpush serve``, push a record through it, stop it (SIGTERM, or SIGINT to its
+    process group as a terminal's Ctrl-C) and check it exited cleanly with its children."""
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ccpush", "serve", env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "ccpush",
+        "serve",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
     )
     assert server.stderr is not None
     children: list[int] = []
@@ -114,10 +128,15 @@ async def _serve_and_push(
         children = _children(server.pid)
         assert len(children) == int(env.get("CCPUSH_PUSH_PROCESSES", "0"))
     finally:
-        server.send_signal(signal.SIGTERM)
+        if ctrl_c:
+            os.killpg(server.pid, signal.SIGINT)
+        else:
+            server.send_signal(signal.SIGTERM)
         rest = await asyncio.wait_for(server.stderr.read(), 30)
         await server.wait()
     assert server.returncode == 0
+    assert b"Traceback" not in rest
+    assert b"push process exited" not in rest  # stopped by the server, not by the signal
     await eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children))
     if expect_token is not None:
         assert expect_token.encode() not in rest
