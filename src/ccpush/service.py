@@ -74,6 +74,24 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def make_sender(settings: Settings, clock: Clock, resolver: AbstractResolver | None) -> Pushes:
+    """What makes the pushes: this process's ``Sender``, or ``settings.push_processes``
+    child processes. ``resolver`` (for the target guard to wrap) is for pushes made here."""
+    limits = SenderLimits(
+        timeout=settings.push_timeout,
+        connect_timeout=settings.push_connect_timeout,
+        concurrency=settings.concurrency,
+        per_host=settings.per_host_concurrency,
+        excerpt_bytes=settings.response_excerpt_bytes,
+    )
+    policy = settings.target_policy
+    if not settings.push_processes:
+        return Sender(clock, limits, policy=policy, resolver=resolver)
+    if resolver is not None:
+        raise ValueError("a resolver is for pushes made in this process: no push processes")
+    return ProcessSender(clock, limits, policy=policy, processes=settings.push_processes)
+
+
 class Service:
     """What ``ccpush serve`` and ``ccpush worker`` run; tests build it with their own clock."""
 
@@ -94,27 +112,7 @@ class Service:
         """The DNS resolver the target guard wraps (None: aiohttp's threaded resolver), for
         pushes made in this process."""
         self.metrics = Metrics()
-        limits = SenderLimits(
-            timeout=settings.push_timeout,
-            connect_timeout=settings.push_connect_timeout,
-            concurrency=settings.concurrency,
-            per_host=settings.per_host_concurrency,
-            excerpt_bytes=settings.response_excerpt_bytes,
-        )
-        self.sender: Pushes
-        if settings.push_processes and resolver is not None:
-            raise ValueError("a resolver is for pushes made in this process: no push processes")
-        if settings.push_processes:
-            self.sender = ProcessSender(
-                self.clock,
-                limits,
-                policy=settings.target_policy,
-                processes=settings.push_processes,
-            )
-        else:
-            self.sender = Sender(
-                self.clock, limits, policy=settings.target_policy, resolver=resolver
-            )
+        self.sender = make_sender(settings, self.clock, resolver)
         self.dispatcher = Dispatcher(
             self.store,
             self.sender,
