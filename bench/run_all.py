@@ -95,9 +95,12 @@ def run(name: str, arguments: list[str], workdir: Path) -> dict[str, Any]:
 
 
 def _config(kind: str) -> str:
-    """How a throughput kind ran: ``ccpush-sqlite-2proc`` -> "2 push processes"."""
+    """How a throughput kind ran: ``ccpush-sqlite-2proc`` -> "2 push processes",
+    ``ccpush-sqlite-reqwest`` -> "one process, reqwest"."""
     last = kind.rsplit("-", 1)[1]
-    return f"{last.removesuffix('proc')} push processes" if last.endswith("proc") else "one process"
+    if last.endswith("proc"):
+        return f"{last.removesuffix('proc')} push processes"
+    return "one process, reqwest" if last == "reqwest" else "one process"
 
 
 def verdict(ok: bool) -> str:
@@ -123,7 +126,14 @@ def targets(runs: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
         one, best = ratios[f"ccpush-{backend}"], max(ratios.values())
         shown = "; ".join(f"{_config(kind)} {ratio:.2f}" for kind, ratio in ratios.items())
         name = {"sqlite": "SQLite", "postgres": "PostgreSQL"}[backend]
-        met = "met with push processes" if one < target <= best else verdict(best >= target)
+        if one >= target or best < target:
+            met = verdict(one >= target)
+        else:
+            met = "met with " + ", ".join(
+                _config(kind).removeprefix("one process, ")
+                for kind, ratio in ratios.items()
+                if ratio >= target
+            )
         rows.append((f"Throughput ccpush / bare aiohttp, {name} ≥ {target}", shown, met))
     rows.append(
         (
@@ -339,8 +349,9 @@ def _why_throughput(run: dict[str, Any]) -> list[str]:
     gil = loop / busy  # the loop's thread's time per push, running or waiting for the GIL
     room = bare / 0.85 - headers
     return [
-        "### Why one process stays below 0.85, and what push processes change",
+        "### Why one process stays below 0.85, and what push processes and reqwest change",
         "",
+        *_with_reqwest(r),
         *_with_push_processes(r),
         "Both sides are bound by one thread: the bare loop by its own, ccpush by the event"
         " loop's thread, and Python runs one thread at a time (the GIL). In this run:",
@@ -381,6 +392,31 @@ def _why_throughput(run: dict[str, Any]) -> list[str]:
         " benchmark.",
         "",
     ]
+
+
+def _with_reqwest(r: dict[str, Any]) -> list[str]:
+    kinds = [kind for kind in r["ratios"] if kind.startswith("ccpush-") and "reqwest" in kind]
+    if not kinds or "bare-reqwest" not in r["medians_per_s"]:
+        return []
+    own = r["medians_per_s"]["bare-reqwest"]
+    lines = [
+        "With `CCPUSH_HTTP_CLIENT=reqwest` the requests are made by reqwest (Rust, through"
+        " pyreqwest) in its own thread: the Python side of a request is a few µs, and the"
+        f" HTTP work runs outside the GIL. Its own bare loop (`bare-reqwest`) did {fmt(own)}"
+        f" pushes/s, {r['ratios']['bare-reqwest']:.2f} times the aiohttp reference. The"
+        " ratios stay against the aiohttp reference, as the target is set; against reqwest's"
+        " own ceiling they are lower, and both are given:",
+        "",
+    ]
+    for kind in kinds:
+        rate = r["medians_per_s"][kind]
+        cpu = statistics.median(r["cpu_us_per_push"][kind])
+        lines.append(
+            f"- `{kind}`: {fmt(rate)} pushes/s, ratio {r['ratios'][kind]:.2f} to bare aiohttp,"
+            f" {rate / own:.2f} to bare reqwest; {cpu:.1f} µs of CPU per push in the process,"
+            " all threads;"
+        )
+    return [*lines, ""]
 
 
 def _with_push_processes(r: dict[str, Any]) -> list[str]:

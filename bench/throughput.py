@@ -11,6 +11,9 @@ POST with 200 at once. Against it, alternately:
   (the reference of the ratio);
 * ``bare-headers``: the same with the 10 headers of a ccpush push (Standard Webhooks and
   ccpush's own, values of the same length): what the contract's request costs the client;
+* ``bare-reqwest``: the same with pyreqwest's client: the ceiling of the other HTTP client
+  ccpush can use (``CCPUSH_HTTP_CLIENT=reqwest``), for comparison (ratios are still against
+  ``bare``);
 * ``ccpush-sqlite``: N records ingested with ``store.ingest`` in batches of 500 (not timed),
   then the real ``Service`` dispatching them (concurrency C), timed from ``service.start()``
   until every delivery is durably ``delivered`` (a listener counts completions; the count is
@@ -18,7 +21,10 @@ POST with 200 at once. Against it, alternately:
 * ``ccpush-sqlite-Pproc``: the same with ``CCPUSH_PUSH_PROCESSES=P`` (``--push-processes``,
   default 2): the pushes' HTTP work in P child processes, started before the clock (as the
   reference's session is made before it);
-* ``ccpush-postgres`` and ``ccpush-postgres-Pproc``, with ``--postgres``: the same on
+* ``ccpush-sqlite-reqwest``: one process, as ``ccpush-sqlite``, with
+  ``CCPUSH_HTTP_CLIENT=reqwest``;
+* ``ccpush-postgres``, ``ccpush-postgres-Pproc`` and ``ccpush-postgres-reqwest``, with
+  ``--postgres``: the same on
   PostgreSQL, in a throw-away schema ``bench_<random>``, dropped afterwards, then a
   ``CHECKPOINT`` so that the server does not write the run's changes out during the next run.
 
@@ -46,11 +52,12 @@ from typing import Any, NamedTuple
 
 import aiohttp
 import uvloop
+from pyreqwest.client import ClientBuilder
 
 from ccpush.models import Completion, DeliveryState, NewRecord
 from ccpush.push_processes import ProcessSender
 from ccpush.record import CONTENT_TYPE
-from ccpush.sender import PUSH_HEADERS
+from ccpush.sender import PUSH_HEADERS, HttpClient
 from ccpush.service import Service
 from ccpush.settings import Settings
 from ccpush.store import Store, open_store
@@ -65,6 +72,7 @@ from common import (
 )
 
 INGEST_BATCH = 500
+REQWEST: HttpClient = "reqwest"
 HEADERS = {"Content-Type": CONTENT_TYPE}
 CONTRACT_HEADERS = {
     **PUSH_HEADERS,
@@ -128,6 +136,28 @@ async def run_bare(
         return since(began)
 
 
+async def run_bare_reqwest(url: str, body: bytes, total: int, concurrency: int) -> Timing:
+    """``run_bare`` with pyreqwest's client (``limit`` C, the contract's headers): the
+    ceiling of the client ``CCPUSH_HTTP_CLIENT=reqwest`` uses, for comparison only."""
+    remaining = total
+    client = ClientBuilder().max_connections(concurrency).build()
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            request = client.post(url).headers(CONTRACT_HEADERS).body_bytes(body).build()
+            response = await request.send()
+            await response.bytes()
+            if response.status != 200:
+                raise RuntimeError(f"the receiver answered {response.status}")
+
+    async with client:
+        began = clocks()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return since(began)
+
+
 # ccpush: ingest (untimed), then dispatch until every delivery is durably delivered
 
 
@@ -151,9 +181,15 @@ class DeliveredCounter:
 
 
 def bench_settings(
-    store_url: str, data_dir: str, concurrency: int, batch_size: int, processes: int = 0
+    store_url: str,
+    data_dir: str,
+    concurrency: int,
+    batch_size: int,
+    processes: int = 0,
+    client: HttpClient = "aiohttp",
 ) -> Settings:
     return Settings(
+        http_client=client,
         push_processes=processes,
         data_dir=Path(data_dir),
         database_url=store_url,
@@ -201,11 +237,16 @@ async def run_ccpush(settings: Settings, url: str, records: list[NewRecord]) -> 
 
 
 async def run_ccpush_sqlite(
-    url: str, records: list[NewRecord], concurrency: int, batch_size: int, processes: int = 0
+    url: str,
+    records: list[NewRecord],
+    concurrency: int,
+    batch_size: int,
+    processes: int = 0,
+    client: HttpClient = "aiohttp",
 ) -> Timing:
     with tempfile.TemporaryDirectory(prefix="ccpush-bench-") as tmp:
         store_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        settings = bench_settings(store_url, tmp, concurrency, batch_size, processes)
+        settings = bench_settings(store_url, tmp, concurrency, batch_size, processes, client)
         return await run_ccpush(settings, url, records)
 
 
@@ -216,11 +257,12 @@ async def run_ccpush_postgres(
     concurrency: int,
     batch_size: int,
     processes: int = 0,
+    client: HttpClient = "aiohttp",
 ) -> Timing:
     schema = f"bench_{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="ccpush-bench-") as tmp:
         pg_schema = with_schema(pg_url, schema)
-        settings = bench_settings(pg_schema, tmp, concurrency, batch_size, processes)
+        settings = bench_settings(pg_schema, tmp, concurrency, batch_size, processes, client)
         try:
             return await run_ccpush(settings, url, records)
         finally:
@@ -322,14 +364,19 @@ def plan_runs(
     runs: dict[str, Runner] = {
         "bare": lambda: run_bare(url, body, n, c),
         "bare-headers": lambda: run_bare(url, body, n, c, CONTRACT_HEADERS),
+        "bare-reqwest": lambda: run_bare_reqwest(url, body, n, c),
         "ccpush-sqlite": lambda: run_ccpush_sqlite(url, records, c, batch),
         f"ccpush-sqlite-{pp}proc": lambda: run_ccpush_sqlite(url, records, c, batch, pp),
+        "ccpush-sqlite-reqwest": lambda: run_ccpush_sqlite(url, records, c, batch, 0, REQWEST),
     }
     if args.postgres:
         pg = args.postgres
         runs["ccpush-postgres"] = lambda: run_ccpush_postgres(pg, url, records, c, batch)
         runs[f"ccpush-postgres-{pp}proc"] = lambda: run_ccpush_postgres(
             pg, url, records, c, batch, pp
+        )
+        runs["ccpush-postgres-reqwest"] = lambda: run_ccpush_postgres(
+            pg, url, records, c, batch, 0, REQWEST
         )
     return runs
 

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass
 class Push:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
+    """As HTTP reads them: names in any case (reqwest sends ``Webhook-Id``, aiohttp as given)."""
     body: bytes
     peer: tuple[str, int]
 
@@ -87,7 +89,7 @@ class Receiver:
         push = Push(
             method=request.method,
             path=request.path,
-            headers=dict(request.headers),
+            headers=CIMultiDict(request.headers),
             body=await request.read(),
             peer=tuple(peer[:2]),
         )

@@ -59,6 +59,14 @@ def test_bad_settings_are_reported_by_name(tmp_path: Path) -> None:
     assert "is not a duration" in result.stderr
 
 
+def test_an_unknown_http_client_is_refused_by_name(tmp_path: Path) -> None:
+    env = {"CCPUSH_DATA_DIR": str(tmp_path), "CCPUSH_HTTP_CLIENT": "curl"}
+    result = ccpush("worker", env=env)
+    assert result.returncode == 2
+    assert "aiohttp" in result.stderr
+    assert "reqwest" in result.stderr
+
+
 def test_placeholder_admin_tokens_are_refused(tmp_path: Path) -> None:
     env = {"CCPUSH_DATA_DIR": str(tmp_path), "CCPUSH_ADMIN_TOKEN": "changeme"}
     result = ccpush("serve", env=env)
@@ -68,7 +76,13 @@ def test_placeholder_admin_tokens_are_refused(tmp_path: Path) -> None:
 
 def test_every_option_names_its_environment_variable() -> None:
     result = ccpush("serve", "--help", env={"COLUMNS": "200"})
-    for variable in ("CCPUSH_DATABASE_URL", "CCPUSH_HOST", "CCPUSH_PORT", "CCPUSH_RETRY_SCHEDULE"):
+    for variable in (
+        "CCPUSH_DATABASE_URL",
+        "CCPUSH_HOST",
+        "CCPUSH_PORT",
+        "CCPUSH_RETRY_SCHEDULE",
+        "CCPUSH_HTTP_CLIENT",
+    ):
         assert variable in result.stdout
 
 
@@ -86,9 +100,9 @@ async def test_serve_generates_a_token_once_accepts_and_pushes(tmp_path: Path) -
         assert (tmp_path / "admin-token").read_text().strip() == token
         assert (tmp_path / "admin-token").stat().st_mode & 0o077 == 0
         assert (tmp_path / "ccpush.db").exists()
-        # Again, pushing from a push process, stopped by Ctrl-C: the signal reaches the
-        # whole process group, and the child waits for the server to stop it.
-        with_child = {**env, "CCPUSH_PUSH_PROCESSES": "1"}
+        # Again, pushing from a push process with reqwest, stopped by Ctrl-C: the signal
+        # reaches the whole process group, and the child waits for the server to stop it.
+        with_child = {**env, "CCPUSH_PUSH_PROCESSES": "1", "CCPUSH_HTTP_CLIENT": "reqwest"}
         second = await _serve_and_push(with_child, port, receiver, expect_token=token, ctrl_c=True)
         assert second == token
     finally:

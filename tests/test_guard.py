@@ -3,7 +3,9 @@
 Safety rule for this file: no test may open a connection to anything but loopback. Hostile
 targets outside loopback are judged by verdict only (``check_address``, ``check_target`` and
 the sender with a fake DNS resolver); a broken guard would make those tests try to connect,
-and the ``tripwire`` fixture stops any such attempt before a packet leaves and fails the test.
+and the ``tripwire`` fixture stops any such attempt before a packet leaves and fails the test:
+aiohttp's at the event loop's ``sock_connect``, reqwest's (which connects from Rust) where
+``ReqwestSender`` fixes the one address a client may reach.
 Loopback targets are aimed at ``Trap``, a real listener outside the allow-list that counts
 the connections it accepts: it must see none.
 """
@@ -14,13 +16,14 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from ccpush.clock import SystemClock
+from ccpush.clock import ManualClock, SystemClock
 from ccpush.errors import CcpushError, TargetRefused
 from ccpush.guard import (
     GuardedResolver,
@@ -31,7 +34,8 @@ from ccpush.guard import (
     refusal_in,
 )
 from ccpush.models import ErrorKind
-from ccpush.sender import Sender, SenderLimits
+from ccpush.reqwest_sender import ANSWER_LIFETIME, ReqwestSender
+from ccpush.sender import HttpClient, Pushes, Sender, SenderLimits, local_sender
 from ccpush.settings import Settings
 from tests.fakedns import FakeDNS
 from tests.receiver import Receiver, Reply
@@ -126,9 +130,12 @@ async def tripwire(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Tripwire]:
 
     aiohttp (through aiohappyeyeballs) connects with ``loop.sock_connect``;
     ``test_the_tripwire_sees_the_connections_aiohttp_makes`` checks that it still does.
+    reqwest connects only to the address ``ReqwestSender._keep`` gives a host's client
+    (``test_the_tripwire_sees_the_addresses_reqwest_is_given`` checks that it is called).
     """
     loop = asyncio.get_running_loop()
     real_connect = loop.sock_connect
+    real_keep = ReqwestSender._keep
     wire = Tripwire()
 
     async def sock_connect(sock: socket.socket, address: Any) -> None:
@@ -138,7 +145,15 @@ async def tripwire(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Tripwire]:
         wire.local.append(address)
         await real_connect(sock, address)
 
+    def keep(sender: ReqwestSender, host: str, client: Any, address: str, until: float) -> Any:
+        if not _local(address.strip("[]")):
+            wire.stopped.append((address,))
+            raise OSError(f"tripwire: the test would have let reqwest connect to {address}")
+        wire.local.append((address,))
+        return real_keep(sender, host, client, address, until)
+
     monkeypatch.setattr(loop, "sock_connect", sock_connect)
+    monkeypatch.setattr(ReqwestSender, "_keep", keep)
     yield wire
     assert wire.stopped == [], f"a test tried to connect outside loopback: {wire.stopped}"
 
@@ -155,10 +170,23 @@ def dns() -> FakeDNS:
     return FakeDNS(NAMES, real={"localhost"})
 
 
+@pytest.fixture(params=["aiohttp", "reqwest"])
+def client(request: pytest.FixtureRequest) -> HttpClient:
+    """Each push test runs with both HTTP clients."""
+    name: HttpClient = request.param
+    return name
+
+
+def sender_with(
+    client: HttpClient, policy: TargetPolicy, resolver: FakeDNS | None = None
+) -> Pushes:
+    return local_sender(client, SystemClock(), LIMITS, policy=policy, resolver=resolver)
+
+
 @pytest.fixture
-async def guarded(tripwire: Tripwire, dns: FakeDNS) -> AsyncIterator[Sender]:
+async def guarded(tripwire: Tripwire, dns: FakeDNS, client: HttpClient) -> AsyncIterator[Pushes]:
     """A sender with the default policy (nothing extra allowed) and the fake DNS."""
-    async with Sender(SystemClock(), LIMITS, policy=NOTHING, resolver=dns) as sender:
+    async with sender_with(client, NOTHING, dns) as sender:
         yield sender
 
 
@@ -392,7 +420,7 @@ HOSTILE += [
 
 @pytest.mark.parametrize(("url", "reason"), HOSTILE)
 async def test_the_sender_refuses_hostile_targets_and_never_connects(
-    guarded: Sender, trap: Trap, url: str, reason: str
+    guarded: Pushes, trap: Trap, url: str, reason: str
 ) -> None:
     outcome = await guarded.send(url.format(port=trap.port), BODY, {})
     assert outcome.error_kind is ErrorKind.BLOCKED, outcome.error
@@ -412,13 +440,13 @@ async def test_the_configuration_check_refuses_hostile_targets(
 
 
 async def test_a_dns_answer_that_changes_after_the_check_is_refused_at_push(
-    tripwire: Tripwire, trap: Trap
+    tripwire: Tripwire, trap: Trap, client: HttpClient
 ) -> None:
     dns = FakeDNS({"rebind.test": [["93.184.216.34"], ["127.0.0.1"]]})
     url = f"http://rebind.test:{trap.port}/cdr"
     assert await check_target(url, NOTHING, dns) is None
     assert tripwire.local == []  # the check resolved, and connected nowhere
-    async with Sender(SystemClock(), LIMITS, policy=NOTHING, resolver=dns) as sender:
+    async with sender_with(client, NOTHING, dns) as sender:
         outcome = await sender.send(url, BODY, {})
     assert outcome.error_kind is ErrorKind.BLOCKED
     assert outcome.error == "rebind.test resolves to loopback address 127.0.0.1"
@@ -427,14 +455,14 @@ async def test_a_dns_answer_that_changes_after_the_check_is_refused_at_push(
 
 
 async def test_a_redirect_to_a_forbidden_address_is_not_followed(
-    tripwire: Tripwire, receiver: Receiver
+    tripwire: Tripwire, receiver: Receiver, client: HttpClient
 ) -> None:
     elsewhere = await Trap().start(hosts=("127.0.0.2",))
     location = f"http://127.0.0.2:{elsewhere.port}/cdr"
     receiver.responder = lambda push, seen: Reply(status=302, headers={"Location": location})
     policy = TargetPolicy.parse("127.0.0.1/32")
     try:
-        async with Sender(SystemClock(), LIMITS, policy=policy) as sender:
+        async with sender_with(client, policy) as sender:
             outcome = await sender.send(receiver.url, BODY, {})
             direct = await sender.send(location, BODY, {})
     finally:
@@ -457,12 +485,52 @@ async def test_the_tripwire_sees_the_connections_aiohttp_makes(
     assert tripwire.local == [("127.0.0.1", receiver.port)]
 
 
-async def test_an_allowed_network_is_reached_through_its_checked_address(
+async def test_the_tripwire_sees_the_addresses_reqwest_is_given(
     tripwire: Tripwire, receiver: Receiver
+) -> None:
+    dns = FakeDNS({"receiver.test": [["127.0.0.1"]], "elsewhere.test": [["10.0.0.1"]]})
+    policy = TargetPolicy.parse("127.0.0.1/32, 10.0.0.0/8")  # lets 10.0.0.1 past the guard
+    async with ReqwestSender(SystemClock(), LIMITS, policy=policy, resolver=dns) as sender:
+        assert (await sender.send(f"http://receiver.test:{receiver.port}/", BODY, {})).ok
+        assert (await sender.send(receiver.url, BODY, {})).ok
+        stopped = await sender.send("http://elsewhere.test/", BODY, {})
+    assert tripwire.local == [("127.0.0.1",), ("127.0.0.1",)]
+    assert "tripwire" in (stopped.error or "")
+    assert tripwire.stopped == [("10.0.0.1",)]
+    tripwire.stopped.clear()  # stopped as it should be: not a failure of this test
+
+
+async def test_reqwest_checks_a_name_again_once_its_answer_is_old(
+    tripwire: Tripwire, receiver: Receiver
+) -> None:
+    """A client pinned to a checked address is not used past the answer's lifetime: the
+    name is resolved and checked again, so a later answer cannot ride on the old pin."""
+    script = [["127.0.0.1"], ["127.0.0.1"], ["127.0.0.2"]]
+    dns = FakeDNS({"receiver.test": script})
+    policy = TargetPolicy.parse("127.0.0.1/32")
+    url = f"http://receiver.test:{receiver.port}/cdr"
+    clock = ManualClock()
+    async with ReqwestSender(clock, LIMITS, policy=policy, resolver=dns) as sender:
+        assert (await sender.send(url, BODY, {})).ok
+        clock.advance(ANSWER_LIFETIME - timedelta(seconds=1))
+        assert (await sender.send(url, BODY, {})).ok
+        assert dns.calls == ["receiver.test"]  # the answer is still young
+        clock.advance(timedelta(seconds=1))
+        assert (await sender.send(url, BODY, {})).ok  # old: resolved again, same address
+        clock.advance(ANSWER_LIFETIME)
+        refused = await sender.send(url, BODY, {})
+    assert dns.calls == ["receiver.test"] * 3
+    assert refused.error_kind is ErrorKind.BLOCKED
+    assert refused.error == "receiver.test resolves to loopback address 127.0.0.2"
+    assert len(receiver.pushes) == 3
+
+
+async def test_an_allowed_network_is_reached_through_its_checked_address(
+    tripwire: Tripwire, receiver: Receiver, client: HttpClient
 ) -> None:
     dns = FakeDNS({"receiver.test": [["127.0.0.1"]]})
     policy = TargetPolicy.parse("127.0.0.1/32")
-    async with Sender(SystemClock(), LIMITS, policy=policy, resolver=dns) as sender:
+    async with sender_with(client, policy, dns) as sender:
         by_name = await sender.send(f"http://receiver.test:{receiver.port}/cdr", BODY, {})
         by_address = await sender.send(receiver.url, BODY, {})
     assert by_name.ok, by_name.error
@@ -673,9 +741,11 @@ async def test_refusals_are_not_cached_and_allowed_answers_are_checked_each_look
         await resolver.resolve("flip.test", 80, socket.AF_UNSPEC)
 
 
-async def test_an_empty_answer_is_a_connect_failure_not_a_crash(tripwire: Tripwire) -> None:
+async def test_an_empty_answer_is_a_connect_failure_not_a_crash(
+    tripwire: Tripwire, client: HttpClient
+) -> None:
     dns = FakeDNS({"empty.test": [[]]})
-    async with Sender(SystemClock(), LIMITS, policy=NOTHING, resolver=dns) as sender:
+    async with sender_with(client, NOTHING, dns) as sender:
         outcome = await sender.send("http://empty.test/", BODY, {})
     assert outcome.error_kind is ErrorKind.CONNECT
     assert "empty.test resolves to no address" in (outcome.error or "")

@@ -15,18 +15,24 @@ from tests.helpers import eventually, make_service, new_record
 from tests.receiver import Receiver, Reply, fail_first
 
 
-@pytest.fixture(params=[0, 1], ids=["in-process", "push-process"])
+@pytest.fixture(
+    params=[(0, "aiohttp"), (0, "reqwest"), (1, "aiohttp")],
+    ids=["in-process", "in-process-reqwest", "push-process"],
+)
 async def service(
     tmp_path: Path, db_url: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[Service]:
-    """A running service; its pushes made in its own process or in a push process."""
+    """A running service; its pushes made in its own process (by aiohttp or reqwest) or in
+    a push process."""
+    processes, client = request.param
     service = make_service(
         tmp_path,
         db_url,
         retry_schedule="300ms,300ms,300ms",
         concurrency=32,
         batch_size=50,
-        push_processes=request.param,
+        push_processes=processes,
+        http_client=client,
     )
     await service.start()
     yield service

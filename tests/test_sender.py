@@ -1,5 +1,6 @@
 """One push attempt against real loopback servers: what counts as failure, and why; made in
-this process (``Sender``) and in a push process (``ProcessSender``) alike."""
+this process by aiohttp (``Sender``) or reqwest (``ReqwestSender``), and in a push process
+(``ProcessSender``) with either, alike."""
 
 from __future__ import annotations
 
@@ -13,21 +14,30 @@ from ccpush.clock import SystemClock
 from ccpush.guard import TargetPolicy
 from ccpush.models import ErrorKind
 from ccpush.push_processes import ProcessSender
-from ccpush.sender import Pushes, Sender, SenderLimits
+from ccpush.sender import Pushes, SenderLimits, local_sender
 from tests.receiver import Receiver, Reply
 
 BODY = b'{"callSessionId":"s1"}'
 
 
-@pytest.fixture(params=["in-process", "push-process"])
+@pytest.fixture(
+    params=[
+        ("in-process", "aiohttp"),
+        ("in-process", "reqwest"),
+        ("push-process", "aiohttp"),
+        ("push-process", "reqwest"),
+    ],
+    ids="-".join,
+)
 async def sender(request: pytest.FixtureRequest) -> AsyncIterator[Pushes]:
     limits = SenderLimits(timeout=0.5, connect_timeout=0.5, per_host=4, excerpt_bytes=16)
     policy = TargetPolicy.parse("127.0.0.0/8")
+    where, client = request.param
     made: Pushes
-    if request.param == "in-process":
-        made = Sender(SystemClock(), limits, policy=policy)
+    if where == "in-process":
+        made = local_sender(client, SystemClock(), limits, policy=policy)
     else:
-        made = ProcessSender(SystemClock(), limits, policy=policy, processes=1)
+        made = ProcessSender(SystemClock(), limits, policy=policy, processes=1, client=client)
     await made.start()
     yield made
     await made.close()

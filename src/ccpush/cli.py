@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from ccpush import __version__
 from ccpush.loop import run as _run
+from ccpush.sender import HttpClient
 from ccpush.settings import Settings
 
 T = TypeVar("T")
@@ -60,6 +61,13 @@ PushProcesses = Annotated[
         help="Child processes that make the pushes (0: this process) [default: 0]",
     ),
 ]
+HttpClientOption = Annotated[
+    HttpClient | None,
+    typer.Option(
+        envvar="CCPUSH_HTTP_CLIENT",
+        help="What makes the pushes' HTTP requests: aiohttp or reqwest [default: aiohttp]",
+    ),
+]
 LogLevel = Annotated[str | None, typer.Option(envvar="CCPUSH_LOG_LEVEL", help="[default: INFO]")]
 LogFormat = Annotated[
     str | None,
@@ -93,6 +101,7 @@ def serve(
     push_timeout: PushTimeout = None,
     concurrency: Concurrency = None,
     push_processes: PushProcesses = None,
+    http_client: HttpClientOption = None,
     log_level: LogLevel = None,
     log_format: LogFormat = None,
 ) -> None:
@@ -149,6 +158,7 @@ def worker(
     push_timeout: PushTimeout = None,
     concurrency: Concurrency = None,
     push_processes: PushProcesses = None,
+    http_client: HttpClientOption = None,
     log_level: LogLevel = None,
     log_format: LogFormat = None,
 ) -> None:

@@ -36,7 +36,7 @@ from ccpush.clock import Clock, SystemClock
 from ccpush.guard import TargetPolicy
 from ccpush.loop import run
 from ccpush.models import ErrorKind, Outcome
-from ccpush.sender import Pushes, Sender, SenderLimits
+from ccpush.sender import HttpClient, Pushes, SenderLimits, local_sender
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class ProcessSender(Pushes):
         *,
         policy: TargetPolicy | None = None,
         processes: int = 1,
+        client: HttpClient = "aiohttp",
     ) -> None:
         if processes < 1:
             raise ValueError("a ProcessSender needs at least one process")
@@ -72,7 +73,7 @@ class ProcessSender(Pushes):
         self.limits = limits or SenderLimits()
         self.policy = policy if policy is not None else TargetPolicy()
         self.processes = processes
-        self._config = pickle.dumps((self.limits, self.policy))
+        self._config = pickle.dumps((self.limits, self.policy, client))
         self._children: list[_Child] = []
         self._replacing: dict[int, asyncio.Task[_Child]] = {}
 
@@ -262,7 +263,7 @@ async def serve(sock: socket.socket) -> None:
     """Push the attempts read from ``sock`` and write their outcomes back, both in batches;
     once the parent closes its side, finish the attempts held and return."""
     reader, writer = await asyncio.open_connection(sock=sock)
-    limits, policy = pickle.loads(await _read_frame(reader))  # noqa: S301
+    limits, policy, client = pickle.loads(await _read_frame(reader))  # noqa: S301
     loop = asyncio.get_running_loop()
     outbox: list[Reply] = []
     pushing: set[asyncio.Task[None]] = set()
@@ -272,7 +273,7 @@ async def serve(sock: socket.socket) -> None:
             writer.write(_frame(pickle.dumps(outbox, pickle.HIGHEST_PROTOCOL)))
             outbox.clear()
 
-    async def push(sender: Sender, request: Request) -> None:
+    async def push(sender: Pushes, request: Request) -> None:
         number, url, body, headers = request
         done = await sender.send(url, body, headers, started_at=UNUSED)  # the parent's
         kind = None if done.error_kind is None else done.error_kind.value
@@ -282,7 +283,7 @@ async def serve(sock: socket.socket) -> None:
         if len(outbox) == 1:
             loop.call_soon(flush)
 
-    async with Sender(SystemClock(), limits, policy=policy) as sender:
+    async with local_sender(client, SystemClock(), limits, policy=policy) as sender:
         writer.write(_frame(pickle.dumps([])))
         while True:
             try:

@@ -16,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Self
+from typing import Final, Literal, Self
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -34,6 +34,8 @@ from ccpush.guard import (
 from ccpush.models import ErrorKind, Outcome
 from ccpush.record import CONTENT_TYPE
 
+HttpClient = Literal["aiohttp", "reqwest"]
+"""What makes the HTTP requests: aiohttp (``Sender``) or reqwest (``ReqwestSender``)."""
 TARGETS_KEPT: Final = 4096
 USER_AGENT: Final = f"ccpush/{__version__}"
 PUSH_HEADERS: Final = {
@@ -166,7 +168,7 @@ class Sender(Pushes):
         error: str | None
         refused, address = self._targets.get(url) or self._new_target(url)
         if refused is not None:
-            return self._outcome(started_at, began, ErrorKind.BLOCKED, refused)
+            return make_outcome(started_at, began, ErrorKind.BLOCKED, refused)
         if "User-Agent" not in headers:
             headers = {**PUSH_HEADERS, **headers}
         try:
@@ -182,7 +184,7 @@ class Sender(Pushes):
             kind, error = ErrorKind.INVALID_URL, f"invalid push address: {exc}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             kind, error = _classify(exc)
-        return self._outcome(started_at, began, kind, error, status, excerpt)
+        return make_outcome(started_at, began, kind, error, status, excerpt)
 
     def _new_target(self, url: str) -> tuple[str | None, URL | str]:
         """The guard's verdict on a URL not seen yet, and the URL parsed, both kept: the
@@ -199,23 +201,40 @@ class Sender(Pushes):
         self._targets[url] = target
         return target
 
-    @staticmethod
-    def _outcome(
-        started_at: datetime,
-        began: float,
-        kind: ErrorKind | None,
-        error: str | None,
-        status: int | None = None,
-        excerpt: str | None = None,
-    ) -> Outcome:
-        return Outcome(
-            started_at=started_at,
-            duration_ms=round((time.perf_counter() - began) * 1000, 3),
-            status_code=status,
-            error_kind=kind,
-            error=error,
-            response_excerpt=excerpt,
-        )
+
+def local_sender(
+    client: HttpClient,
+    clock: Clock,
+    limits: SenderLimits,
+    *,
+    policy: TargetPolicy,
+    resolver: AbstractResolver | None = None,
+) -> Pushes:
+    """The sender that makes pushes in this process with ``client``."""
+    if client == "reqwest":
+        from ccpush.reqwest_sender import ReqwestSender  # its module imports this one
+
+        return ReqwestSender(clock, limits, policy=policy, resolver=resolver)
+    return Sender(clock, limits, policy=policy, resolver=resolver)
+
+
+def make_outcome(
+    started_at: datetime,
+    began: float,
+    kind: ErrorKind | None,
+    error: str | None,
+    status: int | None = None,
+    excerpt: str | None = None,
+) -> Outcome:
+    """An attempt's outcome; ``began`` is its ``time.perf_counter()`` at the start."""
+    return Outcome(
+        started_at=started_at,
+        duration_ms=round((time.perf_counter() - began) * 1000, 3),
+        status_code=status,
+        error_kind=kind,
+        error=error,
+        response_excerpt=excerpt,
+    )
 
 
 def _judge(response: aiohttp.ClientResponse) -> tuple[ErrorKind | None, str | None]:

@@ -21,7 +21,7 @@ from ccpush.metrics import Metrics
 from ccpush.push_processes import ProcessSender
 from ccpush.record import parse_zone, zone_label
 from ccpush.replays import ReplayRunner
-from ccpush.sender import Pushes, Sender, SenderLimits
+from ccpush.sender import Pushes, SenderLimits, local_sender
 from ccpush.settings import MIN_CONSOLE_SECRET_LENGTH, Settings, check_admin_token
 from ccpush.store import Store, open_store
 from ccpush.upkeep import Upkeep
@@ -75,8 +75,9 @@ def tune_gc() -> None:
 
 
 def make_sender(settings: Settings, clock: Clock, resolver: AbstractResolver | None) -> Pushes:
-    """What makes the pushes: this process's ``Sender``, or ``settings.push_processes``
-    child processes. ``resolver`` (for the target guard to wrap) is for pushes made here."""
+    """What makes the pushes with ``settings.http_client``: this process, or
+    ``settings.push_processes`` child processes. ``resolver`` (for the target guard to
+    wrap) is for pushes made here."""
     limits = SenderLimits(
         timeout=settings.push_timeout,
         connect_timeout=settings.push_connect_timeout,
@@ -85,11 +86,14 @@ def make_sender(settings: Settings, clock: Clock, resolver: AbstractResolver | N
         excerpt_bytes=settings.response_excerpt_bytes,
     )
     policy = settings.target_policy
+    client = settings.http_client
     if not settings.push_processes:
-        return Sender(clock, limits, policy=policy, resolver=resolver)
+        return local_sender(client, clock, limits, policy=policy, resolver=resolver)
     if resolver is not None:
         raise ValueError("a resolver is for pushes made in this process: no push processes")
-    return ProcessSender(clock, limits, policy=policy, processes=settings.push_processes)
+    return ProcessSender(
+        clock, limits, policy=policy, processes=settings.push_processes, client=client
+    )
 
 
 class Service:
