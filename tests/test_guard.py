@@ -500,6 +500,19 @@ async def test_the_tripwire_sees_the_addresses_reqwest_is_given(
     tripwire.stopped.clear()  # stopped as it should be: not a failure of this test
 
 
+async def test_reqwest_connects_to_a_names_ipv4_address_when_it_has_both(
+    tripwire: Tripwire, receiver: Receiver
+) -> None:
+    """reqwest takes one address per name: the IPv4 one, whatever the answer's order (the
+    receiver listens on 127.0.0.1 only)."""
+    dns = FakeDNS({"dual.test": [["::1", "127.0.0.1"]]})
+    policy = TargetPolicy.parse("127.0.0.1/32, ::1/128")
+    async with ReqwestSender(SystemClock(), LIMITS, policy=policy, resolver=dns) as sender:
+        outcome = await sender.send(f"http://dual.test:{receiver.port}/cdr", BODY, {})
+    assert outcome.ok, outcome.error
+    assert tripwire.local == [("127.0.0.1",)]
+
+
 async def test_reqwest_checks_a_name_again_once_its_answer_is_old(
     tripwire: Tripwire, receiver: Receiver
 ) -> None:

@@ -11,9 +11,9 @@ it is sent, by ``_route``:
 * a host written as an IP address, as reqwest's own URL parser reads it (so that what is
   checked is what it connects to), is checked with ``check_address``;
 * a host name is resolved through ``GuardedResolver`` (every address in the answer
-  checked) and its client is built pinned to a checked address (``ClientBuilder.resolve``),
-  so reqwest never asks DNS for it. An answer is kept ``ANSWER_LIFETIME`` (by the sender's
-  clock); a refusal is not.
+  checked) and its client is built pinned to one checked address, IPv4 if the name has
+  one (``ClientBuilder.resolve``), so reqwest never asks DNS for it. An answer is kept
+  ``ANSWER_LIFETIME`` (by the sender's clock); a refusal is not.
 
 Each destination host has its own client: its pool is the host's kept-alive connections,
 and its request limit is the per-host cap. Redirects are not followed, no proxy is used,
@@ -183,7 +183,9 @@ class ReqwestSender(Pushes):
         assert self._guarded is not None
         async with asyncio.timeout(self.limits.connect_timeout):
             answers = await self._guarded.resolve(target.host, target.port, socket.AF_UNSPEC)
-        address = answers[0]["host"]  # the guard checked them all
+        # The guard checked them all. reqwest takes one address per name: an IPv4 one if
+        # any, the family every network reaches (no fallback to the others, as aiohttp has).
+        address = min((answer["host"] for answer in answers), key=lambda host: ":" in host)
         until = self.clock.now() + ANSWER_LIFETIME
         known = self._routes.get(target.host)
         client = known.client if known and known.address == address else None

@@ -438,8 +438,10 @@ chosen AS (
     LIMIT $2)
 UPDATE deliveries AS d
 SET state = 'sending', lease_until = $3, lease_owner = $4, updated_at = $1
-FROM chosen, call_records AS r, record_versions AS v, apps AS a
-WHERE d.id = chosen.id AND r.id = d.record_id AND v.id = d.version_id AND a.id = d.app_id
+FROM call_records AS r, record_versions AS v, apps AS a
+-- An array, not a join with chosen: each row found by its key, never by a scan of all.
+WHERE d.id = ANY(ARRAY(SELECT id FROM chosen))
+  AND r.id = d.record_id AND v.id = d.version_id AND a.id = d.app_id
 RETURNING d.id, d.app_id, r.call_session_id, a.push_url, v.body, v.seq, v.version, d.attempts,
           d.first_attempt_at, d.next_attempt_at, a.signing, a.signing_secret,
           a.previous_secret, a.previous_secret_until
@@ -485,6 +487,7 @@ FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::float8[], $5::int[],
             $7::text[], $8::text[])
      AS a (id, number, started_at, duration_ms, status_code, error_kind, error, excerpt)
 JOIN deliveries AS d ON d.id = a.id
+WHERE d.id = ANY($1::bigint[])  -- each found by its key, not by a scan of all deliveries
 ORDER BY a.id, a.number
 FOR KEY SHARE OF d
 """
