@@ -359,6 +359,48 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu(postmaster: int) -> float:
+    """CPU seconds of a local PostgreSQL server so far: the postmaster, the backends that
+    have exited (its children's time), and those running (autovacuum workers included)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{postmaster}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    total = sum(int(value) for value in fields[11:15]) / ticks
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+async def postmaster_of(url: str) -> int | None:
+    """The local PostgreSQL server's main process (the parent of a backend), if /proc
+    shows it: else None (a server on another machine)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+    finally:
+        await conn.close()
+    return parent_of(backend)
+
+
+def parent_of(pid: int) -> int | None:
+    """A process's parent, if /proc shows the process."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rpartition(")")[2].split()[1])
+    except OSError:
+        return None
+
+
 def peak_rss_mb(pid: int) -> float:
     """A process's peak resident memory (VmHWM), in MB."""
     with open(f"/proc/{pid}/status") as status:

@@ -29,7 +29,8 @@ POST with 200 at once. Against it, alternately:
   ``CHECKPOINT`` so that the server does not write the run's changes out during the next run.
 
 Prints each run (rate, this process's CPU time per push over all its threads, the event
-loop's thread's alone, and the push processes'), the median of each kind, the ratio of
+loop's thread's alone, the push processes', and the PostgreSQL server's when it runs on
+this machine), the median of each kind, the ratio of
 medians (ccpush / bare) and the median of the per-round ratios, and the load average before
 and after: on a shared machine, other processes' load moves the rates, so compare runs of
 the same round and look at CPU per push too.
@@ -66,7 +67,9 @@ from common import (
     drop_schema,
     machine_info,
     make_records,
+    postmaster_of,
     process_cpu,
+    server_cpu,
     with_schema,
     write_json,
 )
@@ -96,19 +99,24 @@ class Timing(NamedTuple):
     """CPU time of the event loop's thread (this one) in the measured part."""
     child_cpu: float = 0.0
     """CPU time of the push processes, if any, in the measured part."""
+    server_cpu: float = 0.0
+    """CPU time of the PostgreSQL server, if it runs here, in the measured part."""
+    receiver_cpu: float = 0.0
+    """CPU time of the receiver during the run (it does nothing in the untimed part)."""
 
 
-Clocks = tuple[float, float, float, float]
+Clocks = tuple[float, float, float, float, float]
 
 
-def clocks(children: Sequence[int] = ()) -> Clocks:
+def clocks(children: Sequence[int] = (), postmaster: int | None = None) -> Clocks:
     children_cpu = sum(process_cpu(pid) for pid in children)
-    return time.perf_counter(), time.process_time(), time.thread_time(), children_cpu
+    server = server_cpu(postmaster) if postmaster else 0.0
+    return time.perf_counter(), time.process_time(), time.thread_time(), children_cpu, server
 
 
-def since(start: Clocks, children: Sequence[int] = ()) -> Timing:
-    wall, cpu, loop, child = clocks(children)
-    return Timing(wall - start[0], cpu - start[1], loop - start[2], child - start[3])
+def since(start: Clocks, children: Sequence[int] = (), postmaster: int | None = None) -> Timing:
+    now = clocks(children, postmaster)
+    return Timing(*(later - earlier for later, earlier in zip(now, start, strict=True)))
 
 
 # Bare aiohttp: the client's ceiling
@@ -208,8 +216,12 @@ async def ingest_all(store: Store, url: str, records: list[NewRecord]) -> None:
         await store.ingest(app.id, batch, now=datetime.now(UTC))
 
 
-async def run_ccpush(settings: Settings, url: str, records: list[NewRecord]) -> Timing:
-    """Seconds from ``service.start()`` until every record is durably delivered."""
+async def run_ccpush(
+    settings: Settings, url: str, records: list[NewRecord], postmaster: int | None = None
+) -> Timing:
+    """Seconds from ``service.start()`` until every record is durably delivered; and the
+    CPU time of this process, its push processes and the PostgreSQL server (``postmaster``,
+    if it runs here)."""
     store = open_store(settings.store_url)
     await store.open()
     try:
@@ -223,11 +235,11 @@ async def run_ccpush(settings: Settings, url: str, records: list[NewRecord]) -> 
     await sender.start()  # push processes, if any, start before the clock, as the
     # reference's session is made before it
     children = sender.pids if isinstance(sender, ProcessSender) else []
-    began = clocks(children)
+    began = clocks(children, postmaster)
     await service.start()
     try:
         await asyncio.wait_for(counter.done.wait(), timeout=600)
-        elapsed = since(began, children)
+        elapsed = since(began, children, postmaster)
         counts = await store.count_by_state()
     finally:
         await service.stop()
@@ -264,7 +276,7 @@ async def run_ccpush_postgres(
         pg_schema = with_schema(pg_url, schema)
         settings = bench_settings(pg_schema, tmp, concurrency, batch_size, processes, client)
         try:
-            return await run_ccpush(settings, url, records)
+            return await run_ccpush(settings, url, records, await postmaster_of(pg_url))
         finally:
             await drop_schema(pg_url, schema)
 
@@ -291,16 +303,19 @@ def report(kinds: list[str], timings: dict[str, list[Timing]], n: int) -> dict[s
     cpu_us = {kind: [t.cpu / n * 1e6 for t in timings[kind]] for kind in kinds}
     loop_us = {kind: [t.loop_cpu / n * 1e6 for t in timings[kind]] for kind in kinds}
     child_us = {kind: [t.child_cpu / n * 1e6 for t in timings[kind]] for kind in kinds}
+    server_us = {kind: [t.server_cpu / n * 1e6 for t in timings[kind]] for kind in kinds}
+    receiver_us = {kind: [t.receiver_cpu / n * 1e6 for t in timings[kind]] for kind in kinds}
     loop_busy = {kind: [t.loop_cpu / t.seconds for t in timings[kind]] for kind in kinds}
     medians = {kind: statistics.median(rates[kind]) for kind in kinds}
     for kind in kinds:
         spread = ", ".join(f"{rate:,.0f}" for rate in rates[kind])
-        children = statistics.median(child_us[kind])
+        children, server = statistics.median(child_us[kind]), statistics.median(server_us[kind])
         print(
             f"  {kind:<20}{medians[kind]:>9,.0f} /s  {statistics.median(cpu_us[kind]):6.1f} us"
             f" CPU/push, {statistics.median(loop_us[kind]):6.1f} on the loop's thread"
             f" (busy {statistics.median(loop_busy[kind]):.0%})"
             + (f", {children:.1f} in push processes" if children else "")
+            + (f", {server:.1f} in the PostgreSQL server" if server else "")
             + f"   (runs: {spread})"
         )
     ratios, paired = {}, {}
@@ -317,6 +332,8 @@ def report(kinds: list[str], timings: dict[str, list[Timing]], n: int) -> dict[s
         "cpu_us_per_push": cpu_us,
         "loop_cpu_us_per_push": loop_us,
         "push_process_cpu_us_per_push": child_us,
+        "postgres_server_cpu_us_per_push": server_us,
+        "receiver_cpu_us_per_push": receiver_us,
         "loop_busy": loop_busy,
         "medians_per_s": medians,
         "ratios": ratios,
@@ -388,14 +405,17 @@ async def measure(
     for round_number in range(1, args.repeat + 1):
         for kind, run in runs.items():
             receiver.take_log()  # the receiver keeps what arrived: start each run empty
+            before = process_cpu(receiver.process.pid)
             timing = await run()
+            timing = timing._replace(receiver_cpu=process_cpu(receiver.process.pid) - before)
             timings[kind].append(timing)
             print(
                 f"run {round_number}/{args.repeat} {kind:<20}"
                 f"{args.records / timing.seconds:>9,.0f} /s  ({timing.seconds:.2f} s,"
                 f" {timing.cpu / args.records * 1e6:.1f} us CPU/push,"
                 f" {timing.loop_cpu / args.records * 1e6:.1f} on the loop's thread,"
-                f" {timing.child_cpu / args.records * 1e6:.1f} in push processes)",
+                f" {timing.child_cpu / args.records * 1e6:.1f} in push processes,"
+                f" {timing.server_cpu / args.records * 1e6:.1f} in the PostgreSQL server)",
                 flush=True,
             )
     return timings

@@ -69,9 +69,7 @@ class ProcessSender(Pushes):
     ) -> None:
         if processes < 1:
             raise ValueError("a ProcessSender needs at least one process")
-        self.clock = clock
-        self.limits = limits or SenderLimits()
-        self.policy = policy if policy is not None else TargetPolicy()
+        super().__init__(clock, limits, policy=policy)
         self.processes = processes
         self._config = pickle.dumps((self.limits, self.policy, client))
         self._children: list[_Child] = []

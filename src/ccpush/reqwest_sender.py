@@ -98,9 +98,7 @@ class ReqwestSender(Pushes):
         policy: TargetPolicy | None = None,
         resolver: AbstractResolver | None = None,
     ) -> None:
-        self.clock = clock
-        self.limits = limits or SenderLimits()
-        self.policy = policy if policy is not None else TargetPolicy()
+        super().__init__(clock, limits, policy=policy)
         self._resolver = resolver
         self._guarded: GuardedResolver | None = None
         self._targets: dict[str, _Target] = {}

@@ -64,7 +64,13 @@ class Pushes(ABC):
     """What makes push attempts: a ``Sender``, or a ``ProcessSender`` (``ccpush.push_processes``)
     whose child processes each run one. Started and closed around its use."""
 
-    limits: SenderLimits
+    def __init__(
+        self, clock: Clock, limits: SenderLimits | None = None, *, policy: TargetPolicy | None
+    ) -> None:
+        self.clock = clock
+        self.limits = limits or SenderLimits()
+        self.policy = policy if policy is not None else TargetPolicy()
+        """Which non-global addresses pushes may reach (by default none)."""
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -106,9 +112,7 @@ class Sender(Pushes):
         policy: TargetPolicy | None = None,
         resolver: AbstractResolver | None = None,
     ) -> None:
-        self.clock = clock
-        self.limits = limits or SenderLimits()
-        self.policy = policy if policy is not None else TargetPolicy()
+        super().__init__(clock, limits, policy=policy)
         self._resolver = resolver
         self._targets: dict[str, tuple[str | None, URL | str]] = {}
         self._guarded: GuardedResolver | None = None
