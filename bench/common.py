@@ -385,11 +385,10 @@ async def postmaster_of(url: str) -> int | None:
     import asyncpg
 
     conn = await asyncpg.connect(url)
-    try:
-        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+    try:  # read while the backend lives: it exits once its connection is closed
+        return parent_of(int(await conn.fetchval("SELECT pg_backend_pid()")))
     finally:
         await conn.close()
-    return parent_of(backend)
 
 
 def parent_of(pid: int) -> int | None:

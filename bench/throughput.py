@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/throughput.py [--records 20000] [--concurrency 64] [--repeat 3]
                                          [--batch-size 256] [--postgres URL] [--json PATH]
+                                         [--cpu N] [--kinds K,K]
 
 A raw asyncio keep-alive HTTP server (uvloop, separate process, 127.0.0.1) answers every
 POST with 200 at once. Against it, alternately:
@@ -27,6 +28,10 @@ POST with 200 at once. Against it, alternately:
   ``--postgres``: the same on
   PostgreSQL, in a throw-away schema ``bench_<random>``, dropped afterwards, then a
   ``CHECKPOINT`` so that the server does not write the run's changes out during the next run.
+
+With ``--cpu N`` the benchmark's process, where the reference and ccpush run in turn, is
+held on CPU N and the receiver on the others: the same one core for the client side of
+both, as ``taskset -c N ccpush worker`` would hold a dispatcher.
 
 Prints each run (rate, this process's CPU time per push over all its threads, the event
 loop's thread's alone, the push processes', and the PostgreSQL server's when it runs on
@@ -294,6 +299,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--push-processes", type=int, default=2, help="P, for the ccpush-*-Pproc kinds"
     )
     parser.add_argument("--postgres", metavar="URL", help="also measure ccpush on PostgreSQL")
+    parser.add_argument(
+        "--cpu",
+        type=int,
+        metavar="N",
+        help="run this process (the reference and ccpush alike) on CPU N only, and the"
+        " receiver on the others (the PostgreSQL server is left where it runs)",
+    )
+    parser.add_argument(
+        "--kinds", metavar="K,K", help="measure only these kinds (and bare, the reference)"
+    )
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write results here")
     return parser.parse_args(argv)
 
@@ -345,6 +360,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     info = machine_info()
     print("machine: " + ", ".join(f"{key} {value}" for key, value in info.items()))
     with ReceiverProcess(["ok"]) as receiver:
+        if args.cpu is not None:
+            pin(args.cpu, receiver.process.pid)
         url = receiver.url
         records = make_records(args.records)
         body = records[0].body
@@ -360,7 +377,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     loads = {"before": load_before, "after": load_after}
     print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}")
     settings = {
-        key: getattr(args, key) for key in ("records", "concurrency", "batch_size", "repeat")
+        key: getattr(args, key) for key in ("records", "concurrency", "batch_size", "repeat", "cpu")
     }
     return {
         "machine": info,
@@ -372,6 +389,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 Runner = Callable[[], Coroutine[Any, Any, Timing]]
+
+
+def pin(cpu: int, receiver: int) -> None:
+    """This process on ``cpu``, the receiver on the other CPUs. Threads started later (the
+    store's, reqwest's) inherit this thread's CPU, so it is set before any of them."""
+    others = os.sched_getaffinity(0) - {cpu}
+    if not others:
+        raise SystemExit("--cpu needs a machine with two CPUs or more")
+    os.sched_setaffinity(0, {cpu})
+    os.sched_setaffinity(receiver, others)
+    print(f"this process on CPU {cpu}, the receiver on CPUs {sorted(others)}")
 
 
 def plan_runs(
@@ -395,6 +423,12 @@ def plan_runs(
         runs["ccpush-postgres-reqwest"] = lambda: run_ccpush_postgres(
             pg, url, records, c, batch, 0, REQWEST
         )
+    if args.kinds:
+        chosen = {"bare", *args.kinds.split(",")}
+        unknown = chosen - runs.keys()
+        if unknown:
+            raise SystemExit(f"unknown kinds: {', '.join(sorted(unknown))}")
+        runs = {kind: run for kind, run in runs.items() if kind in chosen}
     return runs
 
 
