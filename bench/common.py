@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ZONE = parse_zone("+08:00")
 ADMIN_TOKEN = "bench-admin-token-" + "0123456789abcdef"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+LIBRARIES = ("aiohttp", "pyreqwest", "uvloop", "asyncpg", "fastapi", "uvicorn", "pydantic")
+"""The libraries whose versions a report gives."""
 
 # The payload: a realistic call record of about 1 KB
 
@@ -423,7 +425,7 @@ def machine_info() -> dict[str, Any]:
     with contextlib.suppress(OSError), open("/proc/meminfo") as info:
         memory = f"{int(info.readline().split()[1]) / 1024 / 1024:.1f} GiB"
     versions = {}
-    for name in ("aiohttp", "uvloop", "asyncpg", "fastapi", "uvicorn", "pydantic"):
+    for name in LIBRARIES:
         with contextlib.suppress(Exception):
             module = __import__(name)
             versions[name] = getattr(module, "__version__", "?")

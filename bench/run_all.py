@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import DEFAULT_POSTGRES, ROOT, machine_info
+from common import DEFAULT_POSTGRES, LIBRARIES, ROOT, machine_info
 
 BENCH = Path(__file__).resolve().parent
 
@@ -272,11 +272,7 @@ def report(
         f"| SQLite | {info['sqlite']} |",
         f"| PostgreSQL | {info['postgresql']} (same machine) |",
         "| libraries | "
-        + ", ".join(
-            f"{name} {info[name]}"
-            for name in ("aiohttp", "uvloop", "asyncpg", "fastapi", "uvicorn", "pydantic")
-            if name in info
-        )
+        + ", ".join(f"{name} {info[name]}" for name in LIBRARIES if name in info)
         + " |",
         "",
         "## Targets",

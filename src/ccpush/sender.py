@@ -61,11 +61,16 @@ class SenderLimits:
 
 
 class Pushes(ABC):
-    """What makes push attempts: a ``Sender``, or a ``ProcessSender`` (``ccpush.push_processes``)
-    whose child processes each run one. Started and closed around its use."""
+    """What makes push attempts: a ``Sender`` (aiohttp), a ``ReqwestSender``
+    (``ccpush.reqwest_sender``), or a ``ProcessSender`` (``ccpush.push_processes``) whose
+    child processes each run one of those. Started and closed around its use."""
 
     def __init__(
-        self, clock: Clock, limits: SenderLimits | None = None, *, policy: TargetPolicy | None
+        self,
+        clock: Clock,
+        limits: SenderLimits | None = None,
+        *,
+        policy: TargetPolicy | None = None,
     ) -> None:
         self.clock = clock
         self.limits = limits or SenderLimits()
