@@ -318,17 +318,6 @@ def _load(results: dict[str, Any]) -> str:
 
 def _throughput(run: dict[str, Any]) -> list[str]:
     r = run["results"]
-    rows = [
-        f"| {kind} | {fmt(r['medians_per_s'][kind])} | "
-        f"{fmt(sorted(r['cpu_us_per_push'][kind])[len(r['cpu_us_per_push'][kind]) // 2], 1)} | "
-        + (
-            f"{r['ratios'][kind]:.2f} (per round: {r['median_round_ratios'][kind]:.2f})"
-            if kind in r["ratios"]
-            else "reference"
-        )
-        + " |"
-        for kind in r["medians_per_s"]
-    ]
     return [
         "## Throughput: durable pushes/s against a bare aiohttp loop",
         "",
@@ -340,15 +329,13 @@ def _throughput(run: dict[str, Any]) -> list[str]:
         " delivery is durably `delivered` (signed, with its 10 headers, attempt written). CPU"
         " is the benchmark process's, all threads. " + _load(r),
         "",
-        "| kind | pushes/s | µs CPU per push | ratio to bare |",
-        "|---|---:|---:|---|",
-        *rows,
+        *_rate_table(r),
         "",
     ]
 
 
-def _one_core(run: dict[str, Any], two_cores: dict[str, Any]) -> list[str]:
-    r = run["results"]
+def _rate_table(r: dict[str, Any]) -> list[str]:
+    """Each kind's median rate, CPU per push, and ratio to the reference."""
     rows = [
         f"| {kind} | {fmt(r['medians_per_s'][kind])} |"
         f" {statistics.median(r['cpu_us_per_push'][kind]):.1f} |"
@@ -359,6 +346,11 @@ def _one_core(run: dict[str, Any], two_cores: dict[str, Any]) -> list[str]:
         )
         for kind in r["medians_per_s"]
     ]
+    return ["| kind | pushes/s | µs CPU per push | ratio to bare |", "|---|---:|---:|---|", *rows]
+
+
+def _one_core(run: dict[str, Any], two_cores: dict[str, Any]) -> list[str]:
+    r = run["results"]
     return [
         "### The same on one core",
         "",
@@ -373,9 +365,7 @@ def _one_core(run: dict[str, Any], two_cores: dict[str, Any]) -> list[str]:
         + " "
         + _load(r),
         "",
-        "| kind | pushes/s | µs CPU per push | ratio to bare |",
-        "|---|---:|---:|---|",
-        *rows,
+        *_rate_table(r),
         "",
     ]
 

@@ -485,6 +485,36 @@ async def test_the_tripwire_sees_the_connections_aiohttp_makes(
     assert tripwire.local == [("127.0.0.1", receiver.port)]
 
 
+async def test_a_refusal_is_not_kept_for_the_next_push(
+    tripwire: Tripwire, receiver: Receiver, client: HttpClient
+) -> None:
+    """The name is resolved again at the next push: an answer the guard refused says
+    nothing of the next one."""
+    dns = FakeDNS({"flip.test": [["127.0.0.2"], ["127.0.0.1"]]})
+    policy = TargetPolicy.parse("127.0.0.1/32")
+    url = f"http://flip.test:{receiver.port}/cdr"
+    async with sender_with(client, policy, dns) as sender:
+        refused = await sender.send(url, BODY, {})
+        allowed = await sender.send(url, BODY, {})
+    assert refused.error_kind is ErrorKind.BLOCKED
+    assert allowed.ok, allowed.error
+    assert dns.calls == ["flip.test", "flip.test"]
+    assert len(receiver.pushes) == 1
+
+
+async def test_reqwest_resolves_a_new_name_once_for_pushes_that_arrive_together(
+    tripwire: Tripwire, receiver: Receiver
+) -> None:
+    dns = FakeDNS({"receiver.test": [["127.0.0.1"]]})
+    policy = TargetPolicy.parse("127.0.0.1/32")
+    url = f"http://receiver.test:{receiver.port}/cdr"
+    async with ReqwestSender(SystemClock(), LIMITS, policy=policy, resolver=dns) as sender:
+        outcomes = await asyncio.gather(*(sender.send(url, BODY, {}) for _ in range(20)))
+    assert all(outcome.ok for outcome in outcomes)
+    assert dns.calls == ["receiver.test"]
+    assert tripwire.local == [("127.0.0.1",)]
+
+
 async def test_the_tripwire_sees_the_addresses_reqwest_is_given(
     tripwire: Tripwire, receiver: Receiver
 ) -> None:

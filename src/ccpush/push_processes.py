@@ -29,7 +29,7 @@ import signal
 import socket
 import struct
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 from ccpush.clock import Clock, SystemClock
@@ -45,9 +45,6 @@ FRAME_HEADER: Final = struct.Struct("!I")
 STOP_MARGIN: Final = 5.0
 """Seconds beyond the push timeout a child may take to finish its attempts once told to
 stop, before it is killed."""
-
-UNUSED: Final = datetime(1970, 1, 1, tzinfo=UTC)
-"""An attempt's start, in a child: the parent knows when it started."""
 
 Request = tuple[int, str, bytes, dict[str, str]]
 """An attempt, to a child: (number, url, body, headers)."""
@@ -273,7 +270,7 @@ async def serve(sock: socket.socket) -> None:
 
     async def push(sender: Pushes, request: Request) -> None:
         number, url, body, headers = request
-        done = await sender.send(url, body, headers, started_at=UNUSED)  # the parent's
+        done = await sender.send(url, body, headers)  # its start: the parent's is kept
         kind = None if done.error_kind is None else done.error_kind.value
         outbox.append(
             (number, done.duration_ms, done.status_code, kind, done.error, done.response_excerpt)

@@ -40,19 +40,19 @@ from pyreqwest.exceptions import (
     RequestTimeoutError,
 )
 from pyreqwest.http import Url
-from pyreqwest.response import Response
 from yarl import URL
 
 from ccpush.clock import Clock
 from ccpush.guard import GuardedResolver, TargetPolicy, check_address, check_url, refusal_in
 from ccpush.models import ErrorKind, Outcome
 from ccpush.sender import (
-    PUSH_HEADERS,
     TARGETS_KEPT,
     USER_AGENT,
     Pushes,
     SenderLimits,
+    judge_status,
     make_outcome,
+    with_push_headers,
 )
 
 ANSWER_LIFETIME: Final = timedelta(seconds=60)
@@ -111,8 +111,8 @@ class ReqwestSender(Pushes):
 
     async def close(self) -> None:
         routes, self._routes = self._routes, {}
-        for client in {id(route.client): route.client for route in routes.values()}.values():
-            await client.close()
+        for route in routes.values():  # a client per host: each closed once
+            await route.client.close()
         if self._guarded is not None:
             await self._guarded.close()
             self._guarded = None
@@ -127,7 +127,8 @@ class ReqwestSender(Pushes):
     ) -> Outcome:
         """POST ``body`` to ``url`` once. A 2xx answer is success; anything else is not.
 
-        ``headers`` and ``started_at`` as for ``ccpush.sender.Sender.send``."""
+        ``headers`` and ``started_at`` as for ``ccpush.sender.Sender.send``; a host name's
+        answer is used until ``ANSWER_LIFETIME`` after it was read, by ``started_at``."""
         if self._guarded is None:
             raise RuntimeError("the sender is not started")
         if started_at is None:
@@ -138,23 +139,23 @@ class ReqwestSender(Pushes):
             return make_outcome(started_at, began, ErrorKind.BLOCKED, target.refused)
         if target.url is None:
             return make_outcome(started_at, began, ErrorKind.INVALID_URL, target.invalid)
-        if "User-Agent" not in headers:
-            headers = {**PUSH_HEADERS, **headers}
         status: int | None = None
         excerpt: str | None = None
-        kind: ErrorKind | None
-        error: str | None
+        kind: ErrorKind | None = None
+        error: str | None = None
         try:
             route = self._routes.get(target.host)
-            if route is None or route.until <= self.clock.now():
-                route = await self._route(target)
-            request = route.client.post(target.url).headers(headers).body_bytes(body)
-            async with request.build_streamed() as response:
+            if route is None or route.until <= started_at:
+                route = await self._route(target, started_at)
+            request = route.client.post(target.url).headers(with_push_headers(headers))
+            async with request.body_bytes(body).build_streamed() as response:
                 status = response.status
                 data = await response.body_reader.read(self.limits.excerpt_bytes)
                 if data:
                     excerpt = bytes(data).decode("utf-8", errors="replace")
-                kind, error = (None, None) if 200 <= status < 300 else _judge(response)
+                if not 200 <= status < 300:  # a success needs no look at the rest
+                    location = response.get_header("Location")
+                    kind, error = judge_status(status, _reason(status), location)
         except (PyreqwestError, OSError, TimeoutError) as exc:
             kind, error = _classify(exc, target)
         return make_outcome(started_at, began, kind, error, status, excerpt)
@@ -165,26 +166,26 @@ class ReqwestSender(Pushes):
         self._targets[url] = target = _read_target(url, self.policy)
         return target
 
-    async def _route(self, target: _Target) -> _Route:
+    async def _route(self, target: _Target, now: datetime) -> _Route:
         """The client for ``target``'s host, made (and its name resolved) if need be: the
         one place that decides where reqwest connects."""
         if target.literal:
             return self._keep(target.host, self._client(), target.host, FOREVER)
         pending = self._lookups.get(target.host)
         if pending is None:  # one lookup per host, however many pushes wait for it
-            pending = asyncio.ensure_future(self._resolve(target))
+            pending = asyncio.ensure_future(self._resolve(target, now))
             self._lookups[target.host] = pending
             pending.add_done_callback(lambda _: self._lookups.pop(target.host, None))
         return await asyncio.shield(pending)
 
-    async def _resolve(self, target: _Target) -> _Route:
+    async def _resolve(self, target: _Target, now: datetime) -> _Route:
         assert self._guarded is not None
         async with asyncio.timeout(self.limits.connect_timeout):
             answers = await self._guarded.resolve(target.host, target.port, socket.AF_UNSPEC)
         # The guard checked them all. reqwest takes one address per name: an IPv4 one if
         # any, the family every network reaches (no fallback to the others, as aiohttp has).
         address = min((answer["host"] for answer in answers), key=lambda host: ":" in host)
-        until = self.clock.now() + ANSWER_LIFETIME
+        until = now + ANSWER_LIFETIME
         known = self._routes.get(target.host)
         client = known.client if known and known.address == address else None
         client = client or self._client((target.host, address, target.port))
@@ -249,16 +250,12 @@ def _is_address(host: str) -> bool:
     return True
 
 
-def _judge(response: Response) -> tuple[ErrorKind, str]:
-    status = response.status
-    if 300 <= status < 400:
-        where = response.get_header("Location") or "(no Location)"
-        return ErrorKind.HTTP_STATUS, f"HTTP {status}: redirect to {where[:200]} not followed"
+def _reason(status: int) -> str | None:
+    """The status's standard phrase (reqwest does not give the one the receiver sent)."""
     try:
-        reason = HTTPStatus(status).phrase
+        return HTTPStatus(status).phrase
     except ValueError:
-        reason = ""
-    return ErrorKind.HTTP_STATUS, f"HTTP {status} {reason}".rstrip()
+        return None
 
 
 def _classify(exc: BaseException, target: _Target) -> tuple[ErrorKind, str]:

@@ -162,9 +162,8 @@ class Sender(Pushes):
     ) -> Outcome:
         """POST ``body`` to ``url`` once. A 2xx answer is success; anything else is not.
 
-        ``headers`` are sent with ``PUSH_HEADERS`` unless they hold them already (the
-        dispatcher's do: one dictionary per push, not two). ``started_at``: when the attempt
-        started, if the caller just read the clock (default: now)."""
+        ``headers`` are sent as ``with_push_headers`` makes them. ``started_at``: when the
+        attempt started, if the caller just read the clock (default: now)."""
         session = self._session
         if session is None:
             raise RuntimeError("the sender is not started")
@@ -173,22 +172,23 @@ class Sender(Pushes):
         began = time.perf_counter()
         status: int | None = None
         excerpt: str | None = None
-        kind: ErrorKind | None
-        error: str | None
+        kind: ErrorKind | None = None
+        error: str | None = None
         refused, address = self._targets.get(url) or self._new_target(url)
         if refused is not None:
             return make_outcome(started_at, began, ErrorKind.BLOCKED, refused)
-        if "User-Agent" not in headers:
-            headers = {**PUSH_HEADERS, **headers}
         try:
             async with session.post(
-                address, data=body, headers=headers, allow_redirects=False
+                address, data=body, headers=with_push_headers(headers), allow_redirects=False
             ) as response:
                 status = response.status
                 data = await response.content.read(self.limits.excerpt_bytes)
                 if data:
                     excerpt = data.decode("utf-8", errors="replace")
-                kind, error = (None, None) if 200 <= status < 300 else _judge(response)
+                if not 200 <= status < 300:  # a success needs no look at the rest
+                    kind, error = judge_status(
+                        status, response.reason, response.headers.get("Location")
+                    )
         except aiohttp.InvalidURL as exc:
             kind, error = ErrorKind.INVALID_URL, f"invalid push address: {exc}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -246,14 +246,23 @@ def make_outcome(
     )
 
 
-def _judge(response: aiohttp.ClientResponse) -> tuple[ErrorKind | None, str | None]:
-    status = response.status
+def judge_status(
+    status: int, reason: str | None, location: str | None
+) -> tuple[ErrorKind | None, str | None]:
+    """What an answer's status says of the push: 2xx is success; a redirect is a failure,
+    not followed; anything else a failure with its status."""
     if 200 <= status < 300:
         return None, None
     if 300 <= status < 400:
-        where = response.headers.get("Location", "(no Location)")
+        where = location or "(no Location)"
         return ErrorKind.HTTP_STATUS, f"HTTP {status}: redirect to {where[:200]} not followed"
-    return ErrorKind.HTTP_STATUS, f"HTTP {status} {response.reason or ''}".rstrip()
+    return ErrorKind.HTTP_STATUS, f"HTTP {status} {reason or ''}".rstrip()
+
+
+def with_push_headers(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with ``PUSH_HEADERS`` unless they hold them already (the dispatcher's
+    do: one dictionary per push, not two)."""
+    return headers if "User-Agent" in headers else {**PUSH_HEADERS, **headers}
 
 
 def _classify(exc: BaseException) -> tuple[ErrorKind, str]:
