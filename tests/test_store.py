@@ -194,6 +194,32 @@ class TestStore:
         assert delivery.state is DeliveryState.SENDING
         assert len(delivery.attempt_log) == 1  # the attempt happened, so it is logged
 
+    async def test_an_outcome_for_a_deleted_app_is_dropped(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        app = await store.create_app(name="a", push_url="http://127.0.0.1:9/x", now=clock.now())
+        other = await store.create_app(name="b", push_url="http://127.0.0.1:9/y", now=clock.now())
+        await store.ingest(app.id, new_records("s1"), now=clock.now())
+        await store.ingest(other.id, new_records("s2"), now=clock.now())
+        claimed = await claim(store, clock)
+        await store.delete_app(app.id)
+        done = [
+            Completion(
+                claimed=item,
+                outcome=outcome(clock.now(), 200),
+                next_state=DeliveryState.DELIVERED,
+                next_attempt_at=None,
+            )
+            for item in claimed
+        ]
+        await store.complete(done, owner="w1")
+        [delivery] = await store.deliveries_of(other.id, "s2")
+        assert (delivery.state, len(delivery.attempt_log)) == (DeliveryState.DELIVERED, 1)
+        assert await store.count_by_state() == {
+            **dict.fromkeys(DeliveryState, 0),
+            DeliveryState.DELIVERED: 1,
+        }
+
     async def test_unexpired_leases_are_kept(self, store: Store, clock: ManualClock) -> None:
         app = await store.create_app(name="a", push_url="http://127.0.0.1:9/x", now=clock.now())
         await store.ingest(app.id, new_records("s1"), now=clock.now())

@@ -145,10 +145,11 @@ ORDER BY r.received_at
 LIMIT $2
 FOR UPDATE SKIP LOCKED
 """
+# Deliveries before their attempts: deleting a delivery waits for a completion that holds
+# it, and the next statement then sees the attempts that completion logged.
+PURGE_DELIVERIES = "DELETE FROM deliveries WHERE record_id = ANY($1::bigint[]) RETURNING id"
+PURGE_ATTEMPTS = "DELETE FROM attempts WHERE delivery_id = ANY($1::bigint[])"
 PURGE = (
-    "DELETE FROM attempts WHERE delivery_id IN"
-    " (SELECT id FROM deliveries WHERE record_id = ANY($1::bigint[]))",
-    "DELETE FROM deliveries WHERE record_id = ANY($1::bigint[])",
     "DELETE FROM record_versions WHERE record_id = ANY($1::bigint[])",
     "DELETE FROM call_records WHERE id = ANY($1::bigint[])",
 )
@@ -199,9 +200,10 @@ WHERE app_id = $1 AND state = 'held'
 """
 
 # In this order: each table before those it references.
+# Deliveries before attempts, as for PURGE.
 DELETE_APP = (
-    "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE app_id = $1)",
     "DELETE FROM deliveries WHERE app_id = $1",
+    "DELETE FROM attempts WHERE app_id = $1",
     "DELETE FROM replays WHERE app_id = $1",
     "DELETE FROM record_versions WHERE app_id = $1",
     "DELETE FROM call_records WHERE app_id = $1",
@@ -454,15 +456,35 @@ CASE WHEN $1 = 'pending'
      THEN 'held' ELSE $1 END
 """
 
-# Completing, one statement each for the whole batch: $1.. arrays, one element per attempt.
+# Completing: one statement for the whole batch, $1.. arrays with one element per attempt,
+# $11 the worker. Each delivery is read by its key and locked, in id order (the order of the
+# locks), whatever the statistics say. Every attempt is kept, unless its delivery was
+# deleted with its app meanwhile (the lock waits for that); the delivery moves on only while
+# this worker still holds its lease.
 COMPLETE = f"""
-UPDATE deliveries
-SET state = {_NEXT_STATE.replace("$1", "done.state")}, attempts = done.number,
-    next_attempt_at = done.next_at, first_attempt_at = coalesce(first_attempt_at, done.at),
-    lease_until = NULL, lease_owner = NULL, updated_at = done.at
-FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[], $5::timestamptz[])
-     AS done (id, number, at, state, next_at)
-WHERE deliveries.id = done.id AND deliveries.state = 'sending' AND deliveries.lease_owner = $6
+WITH done AS (
+    SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::float8[], $5::int[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])
+        AS u (id, number, started_at, duration_ms, status_code, error_kind, error, excerpt,
+              next_state, next_at)
+    ORDER BY id, number),
+locked AS (
+    SELECT done.*, d.app_id, d.state = 'sending' AND d.lease_owner = $11 AS leased
+    FROM done CROSS JOIN LATERAL (
+        SELECT app_id, state, lease_owner FROM deliveries WHERE id = done.id
+        FOR NO KEY UPDATE) AS d),
+moved AS (
+    UPDATE deliveries
+    SET state = {_NEXT_STATE.replace("$1", "l.next_state")}, attempts = l.number,
+        next_attempt_at = l.next_at, first_attempt_at = coalesce(first_attempt_at, l.started_at),
+        lease_until = NULL, lease_owner = NULL, updated_at = l.started_at
+    FROM locked AS l
+    WHERE deliveries.id = ANY(ARRAY(SELECT id FROM locked WHERE leased))
+      AND deliveries.id = l.id AND l.leased)
+INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind,
+                      error, response_excerpt, app_id)
+SELECT id, number, started_at, duration_ms, status_code, error_kind, error, excerpt, app_id
+FROM locked
 """
 
 RELEASE = f"""
@@ -475,21 +497,6 @@ RELEASE_EXPIRED = f"""
 UPDATE deliveries
 SET state = {_NEXT_STATE}, lease_until = NULL, lease_owner = NULL, updated_at = $2
 WHERE state = 'sending' AND lease_until <= $2
-"""
-
-# Kept unless the delivery was deleted with its app meanwhile (the lock waits for that).
-INSERT_ATTEMPTS = """
-INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind,
-                      error, response_excerpt, app_id)
-SELECT d.id, a.number, a.started_at, a.duration_ms, a.status_code, a.error_kind, a.error,
-       a.excerpt, d.app_id
-FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::float8[], $5::int[], $6::text[],
-            $7::text[], $8::text[])
-     AS a (id, number, started_at, duration_ms, status_code, error_kind, error, excerpt)
-JOIN deliveries AS d ON d.id = a.id
-WHERE d.id = ANY($1::bigint[])  -- each found by its key, not by a scan of all deliveries
-ORDER BY a.id, a.number
-FOR KEY SHARE OF d
 """
 
 
@@ -908,6 +915,7 @@ class PostgresStore(Store):
             json.dumps(app_limits or {}),
         )
         rows.sort(key=lambda row: row["next_attempt_at"])
+        keys: dict[str, tuple[str, ...]] = {}  # per app: the same for all its rows
         return [
             Claimed(
                 delivery_id=row["id"],
@@ -919,7 +927,8 @@ class PostgresStore(Store):
                 version=row["version"],
                 attempt=row["attempts"] + 1,
                 first_attempt_at=row["first_attempt_at"],
-                signing_keys=_signing_keys(row).active(now) if row["signing"] else (),
+                signing_keys=keys.get(row["app_id"])
+                or keys.setdefault(row["app_id"], _active_keys(row, now)),
             )
             for row in rows
         ]
@@ -935,30 +944,21 @@ class PostgresStore(Store):
     async def complete(self, completions: Sequence[Completion], *, owner: str) -> None:
         if not completions:
             return
-        ids = [done.claimed.delivery_id for done in completions]
-        numbers = [done.claimed.attempt for done in completions]
-        started = [done.outcome.started_at for done in completions]
         async with self.pool.acquire() as conn, conn.transaction():
             # Apps first, in id order: the lock order of update_app (app, then deliveries).
             for app_id, streak in sorted(failure_streaks(completions).items()):
                 sql = STREAK_RESTART if streak.succeeded else STREAK_CONTINUE
                 await conn.execute(sql, app_id, streak.failing_since)
             await conn.execute(
-                INSERT_ATTEMPTS,
-                ids,
-                numbers,
-                started,
+                COMPLETE,
+                [done.claimed.delivery_id for done in completions],
+                [done.claimed.attempt for done in completions],
+                [done.outcome.started_at for done in completions],
                 [done.outcome.duration_ms for done in completions],
                 [done.outcome.status_code for done in completions],
                 [done.outcome.error_kind for done in completions],
                 [done.outcome.error for done in completions],
                 [done.outcome.response_excerpt for done in completions],
-            )
-            await conn.execute(
-                COMPLETE,
-                ids,
-                numbers,
-                started,
                 [done.next_state.value for done in completions],
                 [done.next_attempt_at for done in completions],
                 owner,
@@ -970,6 +970,8 @@ class PostgresStore(Store):
     async def purge_before(self, cutoff: datetime, *, limit: int) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             ids = [row[0] for row in await conn.fetch(PURGEABLE, cutoff, limit)]
+            deliveries = [row[0] for row in await conn.fetch(PURGE_DELIVERIES, ids)]
+            await conn.execute(PURGE_ATTEMPTS, deliveries)
             for statement in PURGE:
                 await conn.execute(statement, ids)
         return len(ids)
@@ -1254,6 +1256,11 @@ def _attempt(row: asyncpg.Record) -> Attempt:
         error=row["error"],
         response_excerpt=row["response_excerpt"],
     )
+
+
+def _active_keys(row: asyncpg.Record, now: datetime) -> tuple[str, ...]:
+    """The secrets a push of a claimed row, made at ``now``, is signed with."""
+    return _signing_keys(row).active(now) if row["signing"] else ()
 
 
 def _signing_keys(row: asyncpg.Record) -> SigningKeys:

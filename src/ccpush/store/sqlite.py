@@ -219,12 +219,14 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'sending' AND lease_
 """
 
 # Completing: ?1 is a JSON array of ``_completion_row``s, ?2 the worker that must hold them.
+# An attempt is kept unless its delivery was deleted with its app meanwhile.
 INSERT_ATTEMPTS = """
 INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind,
                       error, response_excerpt, app_id)
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
        value ->> 6, value ->> 7, value ->> 10
 FROM json_each(?1)
+WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = value ->> 0)
 """
 COMPLETE = f"""
 UPDATE deliveries SET state = {_NEXT_STATE.replace(":state", "done.state")},
