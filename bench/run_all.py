@@ -104,10 +104,13 @@ def run(name: str, arguments: list[str], workdir: Path) -> dict[str, Any]:
 
 def _config(kind: str) -> str:
     """How a throughput kind ran: ``ccpush-sqlite-2proc`` -> "2 push processes",
-    ``ccpush-sqlite-reqwest`` -> "one process, reqwest"."""
+    ``ccpush-sqlite-reqwest`` -> "one process, reqwest",
+    ``ccpush-postgres-reqwest-2dispatchers`` -> "2 dispatcher processes, reqwest"."""
     last = kind.rsplit("-", 1)[1]
     if last.endswith("proc"):
         return f"{last.removesuffix('proc')} push processes"
+    if last.endswith("dispatchers"):
+        return f"{last.removesuffix('dispatchers')} dispatcher processes, reqwest"
     return "one process, reqwest" if last == "reqwest" else "one process"
 
 
@@ -338,7 +341,7 @@ def _rate_table(r: dict[str, Any]) -> list[str]:
     """Each kind's median rate, CPU per push, and ratio to the reference."""
     rows = [
         f"| {kind} | {fmt(r['medians_per_s'][kind])} |"
-        f" {statistics.median(r['cpu_us_per_push'][kind]):.1f} |"
+        f" {_ccpush_cpu(r, kind):.1f} |"
         + (
             f" {r['ratios'][kind]:.2f} (per round: {r['median_round_ratios'][kind]:.2f}) |"
             if kind in r["ratios"]
@@ -346,7 +349,8 @@ def _rate_table(r: dict[str, Any]) -> list[str]:
         )
         for kind in r["medians_per_s"]
     ]
-    return ["| kind | pushes/s | µs CPU per push | ratio to bare |", "|---|---:|---:|---|", *rows]
+    head = "| kind | pushes/s | µs CPU per push (its processes) | ratio to bare |"
+    return [head, "|---|---:|---:|---|", *rows]
 
 
 def _one_core(run: dict[str, Any], two_cores: dict[str, Any]) -> list[str]:
@@ -457,14 +461,42 @@ def _with_reqwest(r: dict[str, Any]) -> list[str]:
     servers = r.get("postgres_server_cpu_us_per_push", {})
     for kind in kinds:
         rate = r["medians_per_s"][kind]
-        cpu = statistics.median(r["cpu_us_per_push"][kind])
         server = statistics.median(servers.get(kind) or [0.0])
+        where = "the dispatcher processes" if kind.endswith("dispatchers") else "the process"
         lines.append(
             f"- `{kind}`: {fmt(rate)} pushes/s, ratio {r['ratios'][kind]:.2f} to bare aiohttp,"
-            f" {rate / own:.2f} to bare reqwest; {cpu:.1f} µs of CPU per push in the process,"
-            " all threads" + (f", and {server:.1f} µs in the PostgreSQL server;" if server else ";")
+            f" {rate / own:.2f} to bare reqwest; {_ccpush_cpu(r, kind):.1f} µs of CPU per push"
+            f" in {where}, all threads"
+            + (f", and {server:.1f} µs in the PostgreSQL server;" if server else ";")
         )
-    return [*lines, "", *_postgres_budget(r, servers)]
+    return [*lines, "", *_postgres_budget(r, servers), *_with_dispatchers(r)]
+
+
+def _ccpush_cpu(r: dict[str, Any], kind: str) -> float:
+    """CPU per push of ccpush's processes: the benchmark's, and its children (push processes
+    or dispatcher processes)."""
+    children = r.get("push_process_cpu_us_per_push", {}).get(kind) or [0.0]
+    return float(statistics.median(r["cpu_us_per_push"][kind]) + statistics.median(children))
+
+
+def _with_dispatchers(r: dict[str, Any]) -> list[str]:
+    """Scaling out on PostgreSQL: several dispatcher processes on one store."""
+    kinds = [kind for kind in r["ratios"] if kind.endswith("dispatchers")]
+    lines = []
+    for kind in kinds:
+        count = int(kind.rsplit("-", 1)[1].removesuffix("dispatchers"))
+        share = r["settings"]["concurrency"] // count
+        lines += [
+            f"`{kind}`: {count} dispatcher processes on the one PostgreSQL store, as"
+            f" `ccpush worker` run {count} times scales out, each with {share} pushes in flight"
+            f" ({r['settings']['concurrency']} in all, as the reference), reqwest: "
+            f"{fmt(r['medians_per_s'][kind])} pushes/s, ratio {r['ratios'][kind]:.2f}"
+            f" (per round {r['median_round_ratios'][kind]:.2f}). One process's claiming,"
+            " signing, deciding and writing run on one core at a time; with two processes"
+            " they run on both, beside the server and the receiver.",
+            "",
+        ]
+    return lines
 
 
 def _postgres_budget(r: dict[str, Any], servers: dict[str, list[float]]) -> list[str]:

@@ -27,14 +27,19 @@ POST with 200 at once. Against it, alternately:
 * ``ccpush-postgres``, ``ccpush-postgres-Pproc`` and ``ccpush-postgres-reqwest``, with
   ``--postgres``: the same on
   PostgreSQL, in a throw-away schema ``bench_<random>``, dropped afterwards, then a
-  ``CHECKPOINT`` so that the server does not write the run's changes out during the next run.
+  ``CHECKPOINT`` so that the server does not write the run's changes out during the next run;
+* ``ccpush-postgres-reqwest-Ddispatchers``: D dispatcher processes (``--dispatchers``,
+  default 2) on one PostgreSQL store, as ``ccpush worker`` run D times scales out, each with
+  C/D pushes in flight (C in all, as the reference) and reqwest; the records wait, held,
+  until every process is ready (``bench/dispatchers.py``).
 
 With ``--cpu N`` the benchmark's process, where the reference and ccpush run in turn, is
 held on CPU N and the receiver on the others: the same one core for the client side of
-both, as ``taskset -c N ccpush worker`` would hold a dispatcher.
+both, as ``taskset -c N ccpush worker`` would hold a dispatcher. Dispatcher processes are
+not held: they run on every CPU.
 
 Prints each run (rate, this process's CPU time per push over all its threads, the event
-loop's thread's alone, the push processes', and the PostgreSQL server's when it runs on
+loop's thread's alone, the child processes', and the PostgreSQL server's when it runs on
 this machine), the median of each kind, the ratio of
 medians (ccpush / bare) and the median of the per-round ratios, and the load average before
 and after: on a shared machine, other processes' load moves the rates, so compare runs of
@@ -78,6 +83,7 @@ from common import (
     with_schema,
     write_json,
 )
+from dispatchers import DispatcherProcesses
 
 INGEST_BATCH = 500
 REQWEST: HttpClient = "reqwest"
@@ -103,7 +109,8 @@ class Timing(NamedTuple):
     loop_cpu: float
     """CPU time of the event loop's thread (this one) in the measured part."""
     child_cpu: float = 0.0
-    """CPU time of the push processes, if any, in the measured part."""
+    """CPU time of the child processes (push processes, or dispatcher processes), if any, in
+    the measured part."""
     server_cpu: float = 0.0
     """CPU time of the PostgreSQL server, if it runs here, in the measured part."""
     receiver_cpu: float = 0.0
@@ -214,11 +221,14 @@ def bench_settings(
     )
 
 
-async def ingest_all(store: Store, url: str, records: list[NewRecord]) -> None:
+async def ingest_all(store: Store, url: str | None, records: list[NewRecord]) -> str:
+    """One app pushing to ``url`` (None: its records are held until it has an address),
+    and ``records`` for it; the app's id."""
     app = await store.create_app(name="bench", push_url=url, now=datetime.now(UTC))
     for start in range(0, len(records), INGEST_BATCH):
         batch = records[start : start + INGEST_BATCH]
         await store.ingest(app.id, batch, now=datetime.now(UTC))
+    return app.id
 
 
 async def run_ccpush(
@@ -286,6 +296,43 @@ async def run_ccpush_postgres(
             await drop_schema(pg_url, schema)
 
 
+async def run_ccpush_dispatchers(
+    pg_url: str,
+    url: str,
+    records: list[NewRecord],
+    concurrency: int,
+    batch_size: int,
+    dispatchers: int,
+    client: HttpClient,
+) -> Timing:
+    """``dispatchers`` processes on one PostgreSQL store, ``concurrency`` shared between
+    them: the records are held (their app has no address) until every process is ready;
+    the clock starts when the address is set and they are told to go."""
+    schema = f"bench_{secrets.token_hex(4)}"
+    pg_schema = with_schema(pg_url, schema)
+    postmaster = await postmaster_of(pg_url)
+    with tempfile.TemporaryDirectory(prefix="ccpush-bench-") as tmp:
+        share = concurrency // dispatchers
+        settings = bench_settings(pg_schema, tmp, share, batch_size, 0, client)
+        store = open_store(pg_schema)
+        await store.open()
+        try:
+            app_id = await ingest_all(store, None, records)
+            async with DispatcherProcesses([settings] * dispatchers) as running:
+                await store.update_app(app_id, now=datetime.now(UTC), push_url=url)
+                began = clocks(running.pids, postmaster)
+                running.go()
+                await running.wait_delivered(len(records), within=600)
+                elapsed = since(began, running.pids, postmaster)
+            counts = await store.count_by_state()
+        finally:
+            await store.close()
+            await drop_schema(pg_url, schema)
+    if counts[DeliveryState.DELIVERED] != len(records):
+        raise RuntimeError(f"not all delivered: {dict(counts)}")
+    return elapsed
+
+
 # Running, reporting
 
 
@@ -297,6 +344,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each kind, alternated")
     parser.add_argument(
         "--push-processes", type=int, default=2, help="P, for the ccpush-*-Pproc kinds"
+    )
+    parser.add_argument(
+        "--dispatchers",
+        type=int,
+        default=2,
+        help="D, for the ccpush-postgres-reqwest-Ddispatchers kind (C/D in flight each)",
     )
     parser.add_argument("--postgres", metavar="URL", help="also measure ccpush on PostgreSQL")
     parser.add_argument(
@@ -329,7 +382,7 @@ def report(kinds: list[str], timings: dict[str, list[Timing]], n: int) -> dict[s
             f"  {kind:<20}{medians[kind]:>9,.0f} /s  {statistics.median(cpu_us[kind]):6.1f} us"
             f" CPU/push, {statistics.median(loop_us[kind]):6.1f} on the loop's thread"
             f" (busy {statistics.median(loop_busy[kind]):.0%})"
-            + (f", {children:.1f} in push processes" if children else "")
+            + (f", {children:.1f} in child processes" if children else "")
             + (f", {server:.1f} in the PostgreSQL server" if server else "")
             + f"   (runs: {spread})"
         )
@@ -423,6 +476,9 @@ def plan_runs(
         runs["ccpush-postgres-reqwest"] = lambda: run_ccpush_postgres(
             pg, url, records, c, batch, 0, REQWEST
         )
+        runs[f"ccpush-postgres-reqwest-{args.dispatchers}dispatchers"] = lambda: (
+            run_ccpush_dispatchers(pg, url, records, c, batch, args.dispatchers, REQWEST)
+        )
     if args.kinds:
         chosen = {"bare", *args.kinds.split(",")}
         unknown = chosen - runs.keys()
@@ -448,7 +504,7 @@ async def measure(
                 f"{args.records / timing.seconds:>9,.0f} /s  ({timing.seconds:.2f} s,"
                 f" {timing.cpu / args.records * 1e6:.1f} us CPU/push,"
                 f" {timing.loop_cpu / args.records * 1e6:.1f} on the loop's thread,"
-                f" {timing.child_cpu / args.records * 1e6:.1f} in push processes,"
+                f" {timing.child_cpu / args.records * 1e6:.1f} in child processes,"
                 f" {timing.server_cpu / args.records * 1e6:.1f} in the PostgreSQL server)",
                 flush=True,
             )
