@@ -104,14 +104,17 @@ def run(name: str, arguments: list[str], workdir: Path) -> dict[str, Any]:
 
 def _config(kind: str) -> str:
     """How a throughput kind ran: ``ccpush-sqlite-2proc`` -> "2 push processes",
-    ``ccpush-sqlite-reqwest`` -> "one process, reqwest",
-    ``ccpush-postgres-reqwest-2dispatchers`` -> "2 dispatcher processes, reqwest"."""
-    last = kind.rsplit("-", 1)[1]
-    if last.endswith("proc"):
-        return f"{last.removesuffix('proc')} push processes"
-    if last.endswith("dispatchers"):
-        return f"{last.removesuffix('dispatchers')} dispatcher processes, reqwest"
-    return "one process, reqwest" if last == "reqwest" else "one process"
+    ``ccpush-sqlite-reqwest`` -> "one process, reqwest", ``ccpush-sqlite-2proc-reqwest`` ->
+    "2 push processes, reqwest", ``ccpush-postgres-reqwest-2dispatchers`` -> "2 dispatcher
+    processes, reqwest"."""
+    parts = kind.split("-")[2:]
+    how = "one process"
+    for part in parts:
+        if part.endswith("proc"):
+            how = f"{part.removesuffix('proc')} push processes"
+        elif part.endswith("dispatchers"):
+            how = f"{part.removesuffix('dispatchers')} dispatcher processes"
+    return f"{how}, reqwest" if "reqwest" in parts else how
 
 
 def verdict(ok: bool) -> str:
@@ -462,14 +465,23 @@ def _with_reqwest(r: dict[str, Any]) -> list[str]:
     for kind in kinds:
         rate = r["medians_per_s"][kind]
         server = statistics.median(servers.get(kind) or [0.0])
-        where = "the dispatcher processes" if kind.endswith("dispatchers") else "the process"
         lines.append(
             f"- `{kind}`: {fmt(rate)} pushes/s, ratio {r['ratios'][kind]:.2f} to bare aiohttp,"
             f" {rate / own:.2f} to bare reqwest; {_ccpush_cpu(r, kind):.1f} µs of CPU per push"
-            f" in {where}, all threads"
+            f" in {_processes_of(kind)}, all threads"
             + (f", and {server:.1f} µs in the PostgreSQL server;" if server else ";")
         )
     return [*lines, "", *_postgres_budget(r, servers), *_with_dispatchers(r)]
+
+
+def _processes_of(kind: str) -> str:
+    """Which processes a kind's CPU per push covers."""
+    config = _config(kind)
+    if "dispatcher processes" in config:
+        return "the dispatcher processes"
+    if "push processes" in config:
+        return "the dispatcher's process and its push processes"
+    return "the process"
 
 
 def _ccpush_cpu(r: dict[str, Any], kind: str) -> float:
@@ -521,7 +533,7 @@ def _postgres_budget(r: dict[str, Any], servers: dict[str, list[float]]) -> list
 
 
 def _with_push_processes(r: dict[str, Any]) -> list[str]:
-    kinds = [kind for kind in r["ratios"] if kind.endswith("proc")]
+    kinds = [kind for kind in r["ratios"] if "push processes" in _config(kind)]
     if not kinds:
         return []
     lines = [

@@ -24,8 +24,9 @@ POST with 200 at once. Against it, alternately:
   reference's session is made before it);
 * ``ccpush-sqlite-reqwest``: one process, as ``ccpush-sqlite``, with
   ``CCPUSH_HTTP_CLIENT=reqwest``;
-* ``ccpush-postgres``, ``ccpush-postgres-Pproc`` and ``ccpush-postgres-reqwest``, with
-  ``--postgres``: the same on
+* ``ccpush-sqlite-Pproc-reqwest``: both, P push processes whose requests reqwest makes;
+* ``ccpush-postgres``, ``ccpush-postgres-Pproc``, ``ccpush-postgres-reqwest`` and
+  ``ccpush-postgres-Pproc-reqwest``, with ``--postgres``: the same on
   PostgreSQL, in a throw-away schema ``bench_<random>``, dropped afterwards, then a
   ``CHECKPOINT`` so that the server does not write the run's changes out during the next run;
 * ``ccpush-postgres-reqwest-Ddispatchers``: D dispatcher processes (``--dispatchers``,
@@ -466,6 +467,9 @@ def plan_runs(
         "ccpush-sqlite": lambda: run_ccpush_sqlite(url, records, c, batch),
         f"ccpush-sqlite-{pp}proc": lambda: run_ccpush_sqlite(url, records, c, batch, pp),
         "ccpush-sqlite-reqwest": lambda: run_ccpush_sqlite(url, records, c, batch, 0, REQWEST),
+        f"ccpush-sqlite-{pp}proc-reqwest": lambda: run_ccpush_sqlite(
+            url, records, c, batch, pp, REQWEST
+        ),
     }
     if args.postgres:
         pg = args.postgres
@@ -475,6 +479,9 @@ def plan_runs(
         )
         runs["ccpush-postgres-reqwest"] = lambda: run_ccpush_postgres(
             pg, url, records, c, batch, 0, REQWEST
+        )
+        runs[f"ccpush-postgres-{pp}proc-reqwest"] = lambda: run_ccpush_postgres(
+            pg, url, records, c, batch, pp, REQWEST
         )
         runs[f"ccpush-postgres-reqwest-{args.dispatchers}dispatchers"] = lambda: (
             run_ccpush_dispatchers(pg, url, records, c, batch, args.dispatchers, REQWEST)
