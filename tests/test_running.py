@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +114,38 @@ async def test_claims_and_outcomes_reach_the_store_in_batches(
     assert len(claimed) <= 200, claimed
     assert len(written) <= 200, written
     assert max(written) > 1
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_workers_on_one_postgres_store_share_the_work(
+    tmp_path: Path, db_url: str, receiver: Receiver
+) -> None:
+    """How ccpush scales out (``ccpush worker`` run twice): each worker pushes what it
+    claims, and every record is pushed once."""
+    workers, written = [], [0, 0]
+
+    def counting(n: int) -> Callable[[Completion], None]:
+        def count(_: Completion) -> None:
+            written[n] += 1
+
+        return count
+
+    for n in range(2):
+        (tmp_path / f"worker-{n}").mkdir()
+        worker = make_service(tmp_path / f"worker-{n}", db_url, concurrency=16, batch_size=20)
+        worker.dispatcher.listeners.append(counting(n))
+        workers.append(worker)
+    for worker in workers:
+        await worker.start()
+    try:
+        await ingest(workers[0], receiver.url, 1000)
+        workers[1].dispatcher.wake()
+        await receiver.wait_for(lambda r: len(r.pushes) >= 1000, timeout=30)
+        await eventually(lambda: all_in(workers[0], DeliveryState.DELIVERED, 1000), timeout=10)
+    finally:
+        for worker in workers:
+            await worker.stop()
+    assert len(receiver.pushes) == 1000
+    assert receiver.sessions() == {f"s{i}" for i in range(1000)}
+    assert sum(written) == 1000
+    assert min(written) > 0, written
