@@ -117,11 +117,8 @@ async def test_a_completion_reads_only_its_deliveries(store: Store, analyzed: bo
     outcomes = ([1.0] * n, [200] * n, [None] * n, [None] * n, ["ok"] * n)
     args = (ids, [1] * n, [later] * n, *outcomes, ["delivered"] * n, [None] * n, "worker")
     nodes = await plan_of(store, COMPLETE, *args)
-    modified = [node for node in nodes if node["Node Type"] == "ModifyTable"]
-    assert [(node["Operation"], node["Actual Rows"]) for node in modified] == [
-        ("Insert", 0),
-        ("Update", 0),
-    ]
+    modified = {node["Operation"] for node in nodes if node["Node Type"] == "ModifyTable"}
+    assert modified == {"Insert", "Update"}  # the attempts, and the deliveries' states
     assert most_rows_read(nodes, "deliveries") <= 2 * n
 
 

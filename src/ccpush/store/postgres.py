@@ -199,8 +199,8 @@ UPDATE deliveries SET state = 'pending', next_attempt_at = $2, updated_at = $2
 WHERE app_id = $1 AND state = 'held'
 """
 
-# In this order: each table before those it references.
-# Deliveries before attempts, as for PURGE.
+# In this order: each table before those it references, and deliveries before their
+# attempts (as for PURGE).
 DELETE_APP = (
     "DELETE FROM deliveries WHERE app_id = $1",
     "DELETE FROM attempts WHERE app_id = $1",
