@@ -22,7 +22,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from common import DEFAULT_POSTGRES, LIBRARIES, ROOT, machine_info
 
@@ -102,19 +102,33 @@ def run(name: str, arguments: list[str], workdir: Path) -> dict[str, Any]:
 # The report
 
 
-def _config(kind: str) -> str:
-    """How a throughput kind ran: ``ccpush-sqlite-2proc`` -> "2 push processes",
-    ``ccpush-sqlite-reqwest`` -> "one process, reqwest", ``ccpush-sqlite-2proc-reqwest`` ->
-    "2 push processes, reqwest", ``ccpush-postgres-reqwest-2dispatchers`` -> "2 dispatcher
-    processes, reqwest"."""
+class Shape(NamedTuple):
+    """How a throughput kind of ccpush ran, read from its name."""
+
+    processes: int
+    """Push processes or dispatcher processes; 0 with ``role`` None: one process."""
+    role: str | None
+    """``push`` (``-2proc``), ``dispatcher`` (``-2dispatchers``) or None."""
+    reqwest: bool
+
+
+def _shape(kind: str) -> Shape:
+    """``ccpush-sqlite-2proc-reqwest`` -> Shape(2, "push", True)."""
     parts = kind.split("-")[2:]
-    how = "one process"
+    shape = Shape(0, None, "reqwest" in parts)
     for part in parts:
-        if part.endswith("proc"):
-            how = f"{part.removesuffix('proc')} push processes"
-        elif part.endswith("dispatchers"):
-            how = f"{part.removesuffix('dispatchers')} dispatcher processes"
-    return f"{how}, reqwest" if "reqwest" in parts else how
+        for suffix, role in (("proc", "push"), ("dispatchers", "dispatcher")):
+            if part.endswith(suffix):
+                shape = shape._replace(processes=int(part.removesuffix(suffix)), role=role)
+    return shape
+
+
+def _config(kind: str) -> str:
+    """How a throughput kind ran: "one process", "2 push processes", "2 dispatcher
+    processes", each with ", reqwest" when reqwest made the requests."""
+    shape = _shape(kind)
+    how = f"{shape.processes} {shape.role} processes" if shape.role else "one process"
+    return f"{how}, reqwest" if shape.reqwest else how
 
 
 def verdict(ok: bool) -> str:
@@ -405,6 +419,7 @@ def _why_throughput(run: dict[str, Any]) -> list[str]:
         "### Why one process stays below 0.85, and what push processes and reqwest change",
         "",
         *_with_reqwest(r),
+        *_with_dispatchers(r),
         *_with_push_processes(r),
         "Both sides are bound by one thread: the bare loop by its own, ccpush by the event"
         " loop's thread, and Python runs one thread at a time (the GIL). In this run:",
@@ -471,17 +486,15 @@ def _with_reqwest(r: dict[str, Any]) -> list[str]:
             f" in {_processes_of(kind)}, all threads"
             + (f", and {server:.1f} µs in the PostgreSQL server;" if server else ";")
         )
-    return [*lines, "", *_postgres_budget(r, servers), *_with_dispatchers(r)]
+    return [*lines, "", *_postgres_budget(r, servers)]
 
 
 def _processes_of(kind: str) -> str:
     """Which processes a kind's CPU per push covers."""
-    config = _config(kind)
-    if "dispatcher processes" in config:
-        return "the dispatcher processes"
-    if "push processes" in config:
-        return "the dispatcher's process and its push processes"
-    return "the process"
+    return {
+        "dispatcher": "the dispatcher processes",
+        "push": "the dispatcher's process and its push processes",
+    }.get(_shape(kind).role or "", "the process")
 
 
 def _ccpush_cpu(r: dict[str, Any], kind: str) -> float:
@@ -493,10 +506,10 @@ def _ccpush_cpu(r: dict[str, Any], kind: str) -> float:
 
 def _with_dispatchers(r: dict[str, Any]) -> list[str]:
     """Scaling out on PostgreSQL: several dispatcher processes on one store."""
-    kinds = [kind for kind in r["ratios"] if kind.endswith("dispatchers")]
+    kinds = [kind for kind in r["ratios"] if _shape(kind).role == "dispatcher"]
     lines = []
     for kind in kinds:
-        count = int(kind.rsplit("-", 1)[1].removesuffix("dispatchers"))
+        count = _shape(kind).processes
         share = r["settings"]["concurrency"] // count
         lines += [
             f"`{kind}`: {count} dispatcher processes on the one PostgreSQL store, as"
@@ -533,7 +546,7 @@ def _postgres_budget(r: dict[str, Any], servers: dict[str, list[float]]) -> list
 
 
 def _with_push_processes(r: dict[str, Any]) -> list[str]:
-    kinds = [kind for kind in r["ratios"] if "push processes" in _config(kind)]
+    kinds = [kind for kind in r["ratios"] if _shape(kind).role == "push"]
     if not kinds:
         return []
     lines = [

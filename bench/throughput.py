@@ -51,11 +51,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
-import secrets
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
@@ -74,19 +73,20 @@ from ccpush.service import Service
 from ccpush.settings import Settings
 from ccpush.store import Store, open_store
 from common import (
+    DEFAULT_POSTGRES,
     ReceiverProcess,
-    drop_schema,
     machine_info,
     make_records,
     postmaster_of,
     process_cpu,
     server_cpu,
-    with_schema,
+    store_url,
     write_json,
 )
 from dispatchers import DispatcherProcesses
 
 INGEST_BATCH = 500
+AIOHTTP: HttpClient = "aiohttp"
 REQWEST: HttpClient = "reqwest"
 HEADERS = {"Content-Type": CONTENT_TYPE}
 CONTRACT_HEADERS = {
@@ -202,8 +202,8 @@ class DeliveredCounter:
 
 
 def bench_settings(
-    store_url: str,
-    data_dir: str,
+    database_url: str,
+    data_dir: Path,
     concurrency: int,
     batch_size: int,
     processes: int = 0,
@@ -212,8 +212,8 @@ def bench_settings(
     return Settings(
         http_client=client,
         push_processes=processes,
-        data_dir=Path(data_dir),
-        database_url=store_url,
+        data_dir=data_dir,
+        database_url=database_url,
         concurrency=concurrency,
         per_host_concurrency=concurrency,
         batch_size=batch_size,
@@ -264,37 +264,22 @@ async def run_ccpush(
     return elapsed
 
 
-async def run_ccpush_sqlite(
-    url: str,
-    records: list[NewRecord],
-    concurrency: int,
-    batch_size: int,
-    processes: int = 0,
-    client: HttpClient = "aiohttp",
-) -> Timing:
-    with tempfile.TemporaryDirectory(prefix="ccpush-bench-") as tmp:
-        store_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        settings = bench_settings(store_url, tmp, concurrency, batch_size, processes, client)
-        return await run_ccpush(settings, url, records)
-
-
-async def run_ccpush_postgres(
+async def run_ccpush_on(
+    backend: str,
     pg_url: str,
     url: str,
     records: list[NewRecord],
     concurrency: int,
     batch_size: int,
-    processes: int = 0,
-    client: HttpClient = "aiohttp",
+    processes: int,
+    client: HttpClient,
 ) -> Timing:
-    schema = f"bench_{secrets.token_hex(4)}"
-    with tempfile.TemporaryDirectory(prefix="ccpush-bench-") as tmp:
-        pg_schema = with_schema(pg_url, schema)
-        settings = bench_settings(pg_schema, tmp, concurrency, batch_size, processes, client)
-        try:
-            return await run_ccpush(settings, url, records, await postmaster_of(pg_url))
-        finally:
-            await drop_schema(pg_url, schema)
+    """``run_ccpush`` on a fresh store: SQLite in a temporary directory, or PostgreSQL in a
+    throw-away schema (its server's CPU measured)."""
+    async with store_url(backend, pg_url) as (db_url, data_dir):
+        settings = bench_settings(db_url, data_dir, concurrency, batch_size, processes, client)
+        postmaster = await postmaster_of(pg_url) if backend == "postgres" else None
+        return await run_ccpush(settings, url, records, postmaster)
 
 
 async def run_ccpush_dispatchers(
@@ -309,13 +294,11 @@ async def run_ccpush_dispatchers(
     """``dispatchers`` processes on one PostgreSQL store, ``concurrency`` shared between
     them: the records are held (their app has no address) until every process is ready;
     the clock starts when the address is set and they are told to go."""
-    schema = f"bench_{secrets.token_hex(4)}"
-    pg_schema = with_schema(pg_url, schema)
     postmaster = await postmaster_of(pg_url)
-    with tempfile.TemporaryDirectory(prefix="ccpush-bench-") as tmp:
+    async with store_url("postgres", pg_url) as (db_url, data_dir):
         share = concurrency // dispatchers
-        settings = bench_settings(pg_schema, tmp, share, batch_size, 0, client)
-        store = open_store(pg_schema)
+        settings = bench_settings(db_url, data_dir, share, batch_size, 0, client)
+        store = open_store(db_url)
         await store.open()
         try:
             app_id = await ingest_all(store, None, records)
@@ -328,7 +311,6 @@ async def run_ccpush_dispatchers(
             counts = await store.count_by_state()
         finally:
             await store.close()
-            await drop_schema(pg_url, schema)
     if counts[DeliveryState.DELIVERED] != len(records):
         raise RuntimeError(f"not all delivered: {dict(counts)}")
     return elapsed
@@ -464,27 +446,22 @@ def plan_runs(
         "bare": lambda: run_bare(url, body, n, c),
         "bare-headers": lambda: run_bare(url, body, n, c, CONTRACT_HEADERS),
         "bare-reqwest": lambda: run_bare_reqwest(url, body, n, c),
-        "ccpush-sqlite": lambda: run_ccpush_sqlite(url, records, c, batch),
-        f"ccpush-sqlite-{pp}proc": lambda: run_ccpush_sqlite(url, records, c, batch, pp),
-        "ccpush-sqlite-reqwest": lambda: run_ccpush_sqlite(url, records, c, batch, 0, REQWEST),
-        f"ccpush-sqlite-{pp}proc-reqwest": lambda: run_ccpush_sqlite(
-            url, records, c, batch, pp, REQWEST
-        ),
     }
+    pg = args.postgres or DEFAULT_POSTGRES
+    for backend in ("sqlite", "postgres") if args.postgres else ("sqlite",):
+        # in one process or in push processes, with either client
+        for processes, client, shape in (
+            (0, AIOHTTP, ""),
+            (pp, AIOHTTP, f"-{pp}proc"),
+            (0, REQWEST, "-reqwest"),
+            (pp, REQWEST, f"-{pp}proc-reqwest"),
+        ):
+            runs[f"ccpush-{backend}{shape}"] = functools.partial(
+                run_ccpush_on, backend, pg, url, records, c, batch, processes, client
+            )
     if args.postgres:
-        pg = args.postgres
-        runs["ccpush-postgres"] = lambda: run_ccpush_postgres(pg, url, records, c, batch)
-        runs[f"ccpush-postgres-{pp}proc"] = lambda: run_ccpush_postgres(
-            pg, url, records, c, batch, pp
-        )
-        runs["ccpush-postgres-reqwest"] = lambda: run_ccpush_postgres(
-            pg, url, records, c, batch, 0, REQWEST
-        )
-        runs[f"ccpush-postgres-{pp}proc-reqwest"] = lambda: run_ccpush_postgres(
-            pg, url, records, c, batch, pp, REQWEST
-        )
-        runs[f"ccpush-postgres-reqwest-{args.dispatchers}dispatchers"] = lambda: (
-            run_ccpush_dispatchers(pg, url, records, c, batch, args.dispatchers, REQWEST)
+        runs[f"ccpush-postgres-reqwest-{args.dispatchers}dispatchers"] = functools.partial(
+            run_ccpush_dispatchers, pg, url, records, c, batch, args.dispatchers, REQWEST
         )
     if args.kinds:
         chosen = {"bare", *args.kinds.split(",")}
