@@ -40,12 +40,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_migrate_creates_then_reports_an_up_to_date_schema(db_url: str, tmp_path: Path) -> None:
+def test_migrate_creates_then_reports_an_up_to_date_schema(
+    backend: str, db_url: str, tmp_path: Path
+) -> None:
     env = {"CCPUSH_DATABASE_URL": db_url, "CCPUSH_DATA_DIR": str(tmp_path)}
     first = ccpush("migrate", env=env)
     assert first.returncode == 0, first.stderr
-    dialect = "postgres" if db_url.startswith("postgres") else "sqlite"
-    names = [f"{m.version:04d}_{m.name}" for m in load_migrations(dialect)]
+    names = [f"{m.version:04d}_{m.name}" for m in load_migrations(backend)]
     assert names[0] == "0001_initial"
     assert first.stdout.strip() == "applied: " + ", ".join(names)
     assert ccpush("migrate", env=env).stdout.strip() == "the schema is up to date"

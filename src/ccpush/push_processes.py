@@ -53,7 +53,8 @@ Reply = tuple[int, float, int | None, str | None, str | None, str | None]
 
 
 class ProcessSender(Pushes):
-    """A ``Sender`` whose attempts are made by ``processes`` child processes."""
+    """Push attempts made by ``processes`` child processes, each with the sender of
+    ``client`` (``ccpush.sender.local_sender``)."""
 
     def __init__(
         self,

@@ -47,7 +47,6 @@ from ccpush.guard import GuardedResolver, TargetPolicy, check_address, check_url
 from ccpush.models import ErrorKind, Outcome
 from ccpush.sender import (
     TARGETS_KEPT,
-    USER_AGENT,
     Pushes,
     SenderLimits,
     judge_status,
@@ -213,7 +212,6 @@ class ReqwestSender(Pushes):
             .brotli(False)
             .zstd(False)
             .deflate(False)
-            .user_agent(USER_AGENT)
         )
         if pinned is not None:
             builder = builder.resolve(*pinned)
