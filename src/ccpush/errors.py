@@ -4,7 +4,8 @@
     ├── ConfigurationError
     ├── StoreError
     │   ├── MigrationError
-    │   └── UnknownStoreURL
+    │   ├── UnknownStoreURL
+    │   └── StoreRefusedValue
     ├── NotFound
     │   ├── AccountNotFound
     │   ├── AppNotFound
@@ -43,6 +44,11 @@ class MigrationError(StoreError):
 
 class UnknownStoreURL(StoreError):
     """The database URL names no supported store (use sqlite:/// or postgresql://)."""
+
+
+class StoreRefusedValue(StoreError):
+    """The database refused a value it cannot hold (a NUL character, a number or date out
+    of its range): bad input, not an outage, so trying again cannot help."""
 
 
 class NotFound(CcpushError):

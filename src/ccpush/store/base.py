@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any, Final, ParamSpec, TypeVar
 
-from ccpush.errors import StoreError
+from ccpush.errors import StoreError, StoreRefusedValue
 from ccpush.models import (
     Account,
     ApiKey,
@@ -246,27 +246,39 @@ R = TypeVar("R")
 S = TypeVar("S", bound="type[Store]")
 
 
-def translating(*failures: type[Exception]) -> Callable[[S], S]:
+def translating(
+    *failures: type[Exception], refusals: tuple[type[Exception], ...] = ()
+) -> Callable[[S], S]:
     """Class decorator of a backend: its public coroutine methods raise ``StoreError`` for
-    its driver's ``failures`` (database down, connection lost, disk full...). The one
-    place driver errors are translated: callers (API, dispatcher) know only ``StoreError``."""
+    its driver's ``failures`` (database down, connection lost, disk full...) and
+    ``StoreRefusedValue`` for its ``refusals`` (a value the database cannot hold: bad
+    input, which no retry mends). The one place driver errors are translated: callers
+    (API, dispatcher) know only these two."""
 
     def decorate(cls: S) -> S:
         for name, member in list(vars(cls).items()):
             if not name.startswith("_") and inspect.iscoroutinefunction(member):
-                setattr(cls, name, _translated(member, failures))
+                setattr(cls, name, _translated(member, failures, refusals + _REFUSALS))
         return cls
 
     return decorate
 
 
+_REFUSALS: Final = (OverflowError,)
+"""Refused by every driver: a Python integer too large for the column's type."""
+
+
 def _translated(
-    method: Callable[P, Awaitable[R]], failures: tuple[type[Exception], ...]
+    method: Callable[P, Awaitable[R]],
+    failures: tuple[type[Exception], ...],
+    refusals: tuple[type[Exception], ...],
 ) -> Callable[P, Awaitable[R]]:
     @functools.wraps(method)
     async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(*args, **kwargs)
+        except refusals as exc:
+            raise StoreRefusedValue(f"{type(exc).__name__}: {exc}") from exc
         except failures as exc:
             raise StoreError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -501,7 +501,13 @@ WHERE state = 'sending' AND lease_until <= $2
 
 
 @translating(
-    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, ConnectionError
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+    # class 22 (NUL in text, a number or date out of range) and asyncpg's own refusals of
+    # an argument it cannot encode
+    refusals=(asyncpg.DataError,),
 )
 class PostgresStore(Store):
     def __init__(self, dsn: str, *, schema: str | None = None, max_connections: int = 10) -> None:
