@@ -38,10 +38,11 @@ import uvloop
 
 import ccpush
 from ccpush.models import NewRecord
-from ccpush.record import CallRecord, parse_zone
+from ccpush.record import CallRecord
+from ccpush.wire import DEFAULT_ZONE, parse_zone
 
 ROOT = Path(__file__).resolve().parent.parent
-ZONE = parse_zone("+08:00")
+ZONE = parse_zone(DEFAULT_ZONE)
 ADMIN_TOKEN = "bench-admin-token-" + "0123456789abcdef"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 LIBRARIES = ("aiohttp", "pyreqwest", "uvloop", "asyncpg", "fastapi", "uvicorn", "pydantic")

@@ -66,12 +66,11 @@ import uvloop
 from pyreqwest.client import ClientBuilder
 
 from ccpush.models import Completion, DeliveryState, NewRecord
-from ccpush.push_processes import ProcessSender
-from ccpush.record import CONTENT_TYPE
-from ccpush.sender import PUSH_HEADERS, HttpClient
+from ccpush.senders import HttpClient, ProcessSender
 from ccpush.service import Service
 from ccpush.settings import Settings
 from ccpush.store import Store, open_store
+from ccpush.wire import CONTENT_TYPE, DEFAULT_ZONE, fixed_headers, push_headers
 from common import (
     DEFAULT_POSTGRES,
     ReceiverProcess,
@@ -89,16 +88,15 @@ INGEST_BATCH = 500
 AIOHTTP: HttpClient = "aiohttp"
 REQWEST: HttpClient = "reqwest"
 HEADERS = {"Content-Type": CONTENT_TYPE}
-CONTRACT_HEADERS = {
-    **PUSH_HEADERS,
-    "webhook-id": "dlv_1234567",
-    "webhook-timestamp": "1764160000",
-    "webhook-signature": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
-    "ccpush-record-timezone": "+08:00",
-    "ccpush-sequence": "1234567",
-    "ccpush-record-version": "1",
-    "ccpush-attempt": "1",
-}
+CONTRACT_HEADERS = push_headers(
+    fixed_headers(DEFAULT_ZONE),
+    msg_id="dlv_1234567",
+    timestamp=1764160000,
+    signature="v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+    sequence=1234567,
+    version=1,
+    attempt=1,
+)
 """A ccpush push's headers, with values as long as a real push's."""
 
 

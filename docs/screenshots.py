@@ -2,10 +2,12 @@
 
     .venv/bin/python -m docs.screenshots        # from the repository root
 
-Serves ccpush on loopback with a week of simulated pushes (a temporary SQLite store, the
-clock moved by hand, receivers on 127.0.0.1 that refuse some pushes and are down for two
-hours one afternoon), then photographs the main pages with Debian's Chromium
-(``/usr/bin/chromium``) into ``docs/screenshots/``: at laptop width, and one at phone width.
+Serves ccpush on loopback with a week of simulated pushes to two accounts (a temporary
+SQLite store, the clock moved by hand, receivers on 127.0.0.1 that refuse some pushes and
+are down for two hours one afternoon, and a few records of the last minutes not pushed
+yet), then photographs the main pages with Debian's Chromium (``/usr/bin/chromium``) into
+``docs/screenshots/``: an account's pages and the operator's, at laptop width, and one at
+phone width.
 """
 
 from __future__ import annotations
@@ -28,15 +30,16 @@ from tests.helpers import make_settings
 from tests.receiver import Push, Receiver, Reply
 from tests.served import ServerThread
 
-from ccpush.api import create_api
 from ccpush.api.auth import display_prefix, hash_secret, new_key_secret
+from ccpush.app import create_app
 from ccpush.clock import ManualClock
 from ccpush.demo import RecordFactory
 from ccpush.models import KeyScope, NewRecord
-from ccpush.record import TIME_FORMAT, CallRecord, parse_zone
+from ccpush.record import CallRecord
 from ccpush.service import Service
 from ccpush.settings import Settings
 from ccpush.store.base import DeliveryFilter
+from ccpush.wire import DEFAULT_ZONE, TIME_FORMAT, parse_zone
 
 OUT = Path(__file__).parent / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
@@ -49,11 +52,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-ZONE = parse_zone("+08:00")
+ZONE = parse_zone(DEFAULT_ZONE)
 NOW = datetime(2026, 3, 9, 10, 20, tzinfo=ZONE)
 STEP = timedelta(minutes=30)
 OUTAGE = (datetime(2026, 3, 7, 14, 0, tzinfo=ZONE), datetime(2026, 3, 7, 16, 10, tzinfo=ZONE))
 """When the support line's receiver answers 503 to everything."""
+BUSY = (("Support line", 12), ("Sales hotline", 5), ("IVR survey", 1), ("Booking line", 4))
+"""The most calls an app gets in half an hour, by day."""
+LATE = 7
+"""Records of the booking line that arrive in the last minutes, not pushed yet."""
 
 
 @dataclass
@@ -123,7 +130,7 @@ class Simulation:
         store, when = self.service.store, start
         while when < end:
             self.clock.set(when)
-            for name, busy in (("Support line", 12), ("Sales hotline", 5), ("IVR survey", 1)):
+            for name, busy in BUSY:
                 due = self.calls_in(when, busy)
                 if due:
                     batch = [self.record(when) for _ in range(due)]
@@ -147,14 +154,21 @@ async def seed(service: Service, clock: ManualClock, seeded: Seeded, urls: list[
     )
     seeded.key = secret
     names = ("Support line", "Sales hotline", "IVR survey")
-    for name, url in zip(names, [*urls, None], strict=True):
+    for name, url in zip(names, [*urls[:2], None], strict=True):
         app = await store.create_app(name=name, push_url=url, now=start, account_id=account.id)
         seeded.apps[name] = app.id
+    travel = await store.create_account(name="Globex Travel", now=start)
+    booking = await store.create_app(
+        name="Booking line", push_url=urls[2], now=start, account_id=travel.id
+    )
+    seeded.apps["Booking line"] = booking.id
     simulation = Simulation(service, clock)
     pause_at = NOW - timedelta(hours=5)
     await simulation.run(seeded.apps, start, pause_at)
     await store.update_app(seeded.apps["Sales hotline"], now=pause_at, paused=True)
     await simulation.run(seeded.apps, pause_at, NOW)
+    late = [simulation.record(NOW - timedelta(minutes=9)) for _ in range(LATE)]
+    await store.ingest(booking.id, late, now=NOW - timedelta(minutes=8))
     seeded.retried = await _retried_delivery(service, seeded.apps["Support line"])
 
 
@@ -173,16 +187,16 @@ async def build(tmp: Path) -> Seeded:
     """The store of a week of pushes, made with receivers that go away afterwards."""
     seeded, clock = Seeded(), ManualClock(NOW - timedelta(days=7))
     service = Service(settings_in(tmp), clock=clock, resolver=FakeDNS({}))
-    support, sales = Receiver(flaky(clock)), Receiver()
-    await support.start()
-    await sales.start()
+    receivers = [Receiver(flaky(clock)), Receiver(), Receiver()]
+    for receiver in receivers:
+        await receiver.start()
     await service.start(dispatch=False)
     try:
-        await seed(service, clock, seeded, [support.url, sales.url])
+        await seed(service, clock, seeded, [receiver.url for receiver in receivers])
     finally:
         await service.stop()
-        await support.stop()
-        await sales.stop()
+        for receiver in receivers:
+            await receiver.stop()
     return seeded
 
 
@@ -198,7 +212,7 @@ def serving(tmp: Path, seeded: Seeded) -> Any:
         try:
             support = seeded.apps["Support line"]
             await service.store.update_app(support, now=NOW, push_url=receiver.url)
-            yield create_api(service, admin_token=ADMIN)
+            yield create_app(service, admin_token=ADMIN)
         finally:
             await service.stop()
             await receiver.stop()
@@ -220,7 +234,9 @@ def photograph(base: str, seeded: Seeded) -> None:
         laptop.goto(f"/console/apps/{support}")
         laptop.get_by_role("button", name="Send test push").click()
         laptop.get_by_test_id("test-outcome").wait_for()
-        shoot(laptop, "application")
+        laptop.get_by_role("button", name="Reveal").click()
+        laptop.get_by_label("Current secret").wait_for()
+        shoot(laptop, "application", full=True)
         laptop.goto(f"/console/apps/{support}/deliveries")
         shoot(laptop, "delivery-log")
         laptop.goto(f"/console/apps/{support}/deliveries/{seeded.retried}")
@@ -233,7 +249,26 @@ def photograph(base: str, seeded: Seeded) -> None:
         phone.context.add_cookies(laptop.context.cookies())
         phone.goto("/console/apps")
         shoot(phone, "applications-phone", full=True)
+        photograph_operator(
+            browser.new_page(viewport={"width": 1280, "height": 800}, base_url=base)
+        )
         browser.close()
+
+
+def photograph_operator(page: Page) -> None:
+    """The operator's pages: every account at once, the accounts, and a key just made."""
+    page.goto("/console/sign-in")
+    page.get_by_label("API key").fill(ADMIN)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto("/console/platform")
+    shoot(page, "platform", full=True)
+    page.goto("/console/accounts")
+    shoot(page, "accounts")
+    page.get_by_role("link", name="Keys of Acme Telecom").click()
+    page.get_by_label("Name").fill("Billing CRM")
+    page.get_by_role("button", name="Make key").click()
+    page.get_by_test_id("new-key").wait_for()
+    shoot(page, "api-keys", full=True)
 
 
 def shoot(page: Page, name: str, *, full: bool = False) -> None:

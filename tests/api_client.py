@@ -1,4 +1,4 @@
-"""Calling the API in-process as the operator or as a key."""
+"""Calling the API (and the console beside it) in-process as the operator or as a key."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from ccpush.api import create_api
+from ccpush.app import create_app
 from ccpush.service import Service
 
 ADMIN = "test-admin-token-0123456789abcdef"
@@ -18,7 +18,7 @@ class Api:
     """One API app, and a client per token."""
 
     def __init__(self, service: Service) -> None:
-        self.app = create_api(service, admin_token=ADMIN)
+        self.app = create_app(service, admin_token=ADMIN)
 
     @asynccontextmanager
     async def client(self, token: str = ADMIN) -> AsyncIterator[httpx.AsyncClient]:

@@ -10,9 +10,10 @@ from typing import Any
 
 from ccpush.clock import Clock
 from ccpush.models import NewRecord
-from ccpush.record import CallRecord, parse_zone
+from ccpush.record import CallRecord
 from ccpush.service import Service
 from ccpush.settings import Settings
+from ccpush.wire import DEFAULT_ZONE, parse_zone
 from tests.fakedns import FakeDNS
 
 
@@ -49,7 +50,7 @@ def make_service(
     return Service(settings, clock=clock, resolver=resolver)
 
 
-def new_record(data: dict[str, Any], zone: str = "+08:00") -> NewRecord:
+def new_record(data: dict[str, Any], zone: str = DEFAULT_ZONE) -> NewRecord:
     record = CallRecord.model_validate(data)
     return NewRecord(
         call_session_id=record.callSessionId,

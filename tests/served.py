@@ -1,7 +1,8 @@
 """Serving an ASGI app over real HTTP on loopback, from a thread with its own event loop.
 
 For code that needs a real address rather than an in-process client: schemathesis, urllib
-(``ccpush.receiver.fetch_missing``), or a receiver that ccpush pushes to.
+(``ccpush.receiver.fetch_missing``), or a receiver that ccpush pushes to. The server is the
+one ``ccpush serve`` runs (``ccpush.http_server``), within the limits of the settings given.
 
     with ServerThread(served_api(settings)) as server:
         urllib.request.urlopen(server.url + "/healthz")
@@ -18,7 +19,8 @@ from typing import Any
 
 import uvicorn
 
-from ccpush.api import create_api
+from ccpush.app import create_app
+from ccpush.http_server import HttpServer, server_config
 from ccpush.service import Service
 from ccpush.settings import Settings
 from tests.api_client import ADMIN
@@ -28,7 +30,14 @@ AppFactory = Callable[[], AbstractAsyncContextManager[Any]]
 """Builds the ASGI app inside the server's event loop, and tears it down after."""
 
 
-class _Server(uvicorn.Server):
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class _Server(HttpServer):
     def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
         super().__init__(config)
         self.ready = ready
@@ -42,10 +51,14 @@ class _Server(uvicorn.Server):
 
 
 class ServerThread:
-    """``app_factory``'s app served by uvicorn on 127.0.0.1 (a free port) while in a ``with``."""
+    """``app_factory``'s app served on 127.0.0.1 (a free port) while in a ``with``, within the
+    limits of ``settings`` (default: the defaults), logging warnings only."""
 
-    def __init__(self, app_factory: AppFactory) -> None:
+    def __init__(self, app_factory: AppFactory, settings: Settings | None = None) -> None:
         self.app_factory = app_factory
+        self.settings = (settings or Settings()).model_copy(
+            update={"host": "127.0.0.1", "port": 0, "log_level": "WARNING"}
+        )
         self.ready = threading.Event()
         self.server: _Server | None = None
         self.error: BaseException | None = None
@@ -71,8 +84,7 @@ class ServerThread:
 
     async def _main(self) -> None:
         async with self.app_factory() as app:
-            config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-            self.server = _Server(config, self.ready)
+            self.server = _Server(server_config(app, self.settings), self.ready)
             await self.server.serve()
 
     def __enter__(self) -> ServerThread:
@@ -104,7 +116,7 @@ def served_api(
         try:
             if seed is not None:
                 await seed(service)
-            yield create_api(service, admin_token=ADMIN)
+            yield create_app(service, admin_token=ADMIN)
         finally:
             await service.stop()
 

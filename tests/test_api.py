@@ -137,6 +137,7 @@ async def test_one_record_is_accepted(client: httpx.AsyncClient, service: Servic
     assert response.json() == {
         "accepted": 1,
         "duplicates": 0,
+        "refused": 0,
         "results": [{"callSessionId": "s1", "status": "accepted", "sequence": 1, "version": 1}],
     }
     assert (await service.store.count_by_state(app_id))[DeliveryState.PENDING] == 1
@@ -157,16 +158,57 @@ async def test_a_batch_is_accepted_and_repeats_are_duplicates(
     assert (await service.store.count_by_state(app_id))[DeliveryState.PENDING] == 11
 
 
-async def test_a_batch_with_a_bad_record_stores_nothing(
+async def test_bad_records_are_refused_alone_and_the_others_stored(
     client: httpx.AsyncClient, service: Service
 ) -> None:
     app_id = await new_app(client)
-    batch = [minimal_record("ok-1"), minimal_record("bad", callType="2"), {"callSessionId": "x"}]
+    batch = [
+        minimal_record("ok-1"),
+        minimal_record("bad", callType="2"),
+        {"callSessionId": "x", "callType": 2, "callDuration": 0},
+        minimal_record("ok-2"),
+    ]
+    response = await client.post(f"/v1/apps/{app_id}/call-records", json=batch)
+    assert response.status_code == 207
+    assert response.json() == {
+        "accepted": 2,
+        "duplicates": 0,
+        "refused": 2,
+        "results": [
+            {"callSessionId": "ok-1", "status": "accepted", "sequence": 1, "version": 1},
+            {
+                "callSessionId": "bad",
+                "status": "refused",
+                "sequence": None,
+                "version": None,
+                "problems": [{"field": "[1].callType", "reason": "must be a JSON integer"}],
+            },
+            {
+                "callSessionId": "x",
+                "status": "refused",
+                "sequence": None,
+                "version": None,
+                "problems": [
+                    {"field": "[2].callStartTime", "reason": "is required"},
+                    {"field": "[2].callEndTime", "reason": "is required"},
+                ],
+            },
+            {"callSessionId": "ok-2", "status": "accepted", "sequence": 2, "version": 1},
+        ],
+    }
+    assert (await service.store.count_by_state(app_id))[DeliveryState.PENDING] == 2
+
+
+async def test_a_batch_of_bad_records_stores_nothing(
+    client: httpx.AsyncClient, service: Service
+) -> None:
+    app_id = await new_app(client)
+    batch = [minimal_record("bad", callType="2"), {"callSessionId": "x"}]
     response = await client.post(f"/v1/apps/{app_id}/call-records", json=batch)
     assert response.status_code == 422
     found = problem_fields(response)
-    assert found["[1].callType"] == "must be a JSON integer"
-    assert found["[2].callEndTime"] == "is required"
+    assert found["[0].callType"] == "must be a JSON integer"
+    assert found["[1].callEndTime"] == "is required"
     assert response.json()["error"]["message"] == f"{len(found)} problems in the request body"
     assert sum((await service.store.count_by_state(app_id)).values()) == 0
 
@@ -214,7 +256,7 @@ async def test_delivery_status_shows_every_attempt(
     await client.post(f"/v1/apps/{app_id}/call-records", json=minimal_record("s1"))
     await service.dispatcher.run_until_idle()
     body = (await client.get(f"/v1/apps/{app_id}/call-records/s1/deliveries")).json()
-    [delivery] = body["deliveries"]
+    [delivery] = body["items"]
     assert (delivery["state"], delivery["attempts"]) == ("pending", 1)
     assert delivery["nextAttemptAt"] == "2026-03-01T08:30:00Z"
     [attempt] = delivery["attemptLog"]
@@ -232,7 +274,7 @@ async def test_records_of_an_app_without_address_are_kept_then_pushed_when_one_i
     await client.post(f"/v1/apps/{app_id}/call-records", json=[minimal_record("h1")])
     assert await service.dispatcher.run_until_idle() == 0
     body = (await client.get(f"/v1/apps/{app_id}/call-records/h1/deliveries")).json()
-    assert body["deliveries"][0]["state"] == "held"
+    assert body["items"][0]["state"] == "held"
     await client.patch(f"/v1/apps/{app_id}", json={"pushUrl": receiver.url})
     assert await service.dispatcher.run_until_idle() == 1
     assert receiver.sessions() == {"h1"}
@@ -241,8 +283,34 @@ async def test_records_of_an_app_without_address_are_kept_then_pushed_when_one_i
 async def test_openapi_describes_the_routes_and_the_record(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert "/v1/apps/{app_id}/call-records" in spec["paths"]
-    record = spec["components"]["schemas"]["CallRecord"]
+    schemas = spec["components"]["schemas"]
+    record = schemas["CallRecord"]
     assert len(record["properties"]) == 23
+
+    def max_length(field: str) -> int:
+        schema = record["properties"][field]
+        strings = [s for s in schema.get("anyOf", [schema]) if s.get("type") == "string"]
+        return int(strings[0]["maxLength"])
+
+    assert {name: max_length(name) for name in ("calledInfo", "remark", "agentName")} == {
+        "calledInfo": 4096,
+        "remark": 4096,
+        "agentName": 4096,
+    }
+    assert {name: max_length(name) for name in ("callId", "ccode", "callSessionId")} == {
+        "callId": 256,
+        "ccode": 256,
+        "callSessionId": 256,
+    }
+    assert record["properties"]["labels"]["maxItems"] == 100
+    answers = spec["paths"]["/v1/apps/{app_id}/call-records"]["post"]["responses"]
+    ingest_out = {"$ref": "#/components/schemas/IngestOut"}
+    for status in ("202", "207"):
+        assert answers[status]["content"]["application/json"]["schema"] == ingest_out
+    assert "422" in answers
+    result = schemas["RecordResult"]["properties"]
+    assert "problems" in result
+    assert "refused" in schemas["RecordStatus"]["enum"]
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ccpush.models import AttemptBucket
-from ccpush.record import parse_zone
 from ccpush.web.charts import (
     PLOT_H,
     TOP,
@@ -20,6 +19,7 @@ from ccpush.web.charts import (
     total,
     window,
 )
+from ccpush.wire import parse_zone
 
 ZONE = parse_zone("+08:00")
 HOUR = timedelta(hours=1)

@@ -4,6 +4,7 @@ pushes to receivers on loopback. No sleeps: every wait is on something the page 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,8 +15,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from ccpush.api import create_api
 from ccpush.api.auth import display_prefix, hash_secret, new_key_secret
+from ccpush.app import create_app
 from ccpush.models import KeyScope
 from ccpush.service import Service
 from tests.api_client import ADMIN
@@ -102,7 +103,7 @@ def serving(tmp_path: Path, site: Site) -> Any:
         await service.start()
         try:
             await seed(service, site)
-            yield create_api(service, admin_token=ADMIN)
+            yield create_app(service, admin_token=ADMIN)
         finally:
             await service.stop()
             for receiver in site.receivers.values():
@@ -284,14 +285,163 @@ def test_pages_fit_a_phone_and_label_every_field(page: Page, site: Site) -> None
     sign_in(page, site.keys["acme"])
     page.set_viewport_size(PHONE)
     app = site.apps["Billing line"]
+    keys = page.get_by_role("link", name="API keys").get_attribute("href")
+    assert keys is not None
     for path in ("/apps", f"/apps/{app}", f"/apps/{app}/deliveries", f"/apps/{app}/overview"):
         page.goto("/console" + path)
         expect(page.get_by_role("main")).to_be_visible()
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"{path} is {width}px wide"
-        unlabelled = page.evaluate(
+        assert unlabelled_fields(page) == [], path
+    page.goto(keys)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert unlabelled_fields(page) == []
+
+
+def unlabelled_fields(page: Page) -> list[str]:
+    return list(
+        page.evaluate(
             """[...document.querySelectorAll('input:not([type=hidden]), select')]
                .filter(field => field.labels.length === 0 && !field.getAttribute('aria-label'))
                .map(field => field.name)"""
         )
-        assert unlabelled == [], path
+    )
+
+
+SHOWN_TIME = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\+08:00$"
+"""How every time is shown, and typed, in the console (the tests' zone is +08:00)."""
+
+
+def test_the_signing_secret_is_revealed_copied_and_rotated(page: Page, site: Site) -> None:
+    sign_in(page, site.keys["acme"])
+    open_app(page, "Support line")
+    card = page.get_by_role("region", name="Signing secret")
+    expect(card).not_to_contain_text("whsec_" + "A")  # only the mask: no secret in the page
+    secret = card.get_by_label("Current secret")
+    expect(secret).to_have_count(0)
+    card.get_by_role("button", name="Reveal").click()
+    expect(secret).to_have_value(re.compile(r"^whsec_\S{20,}$"))
+    first = secret.input_value()
+
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.url)
+    card.get_by_role("button", name="Copy").click()
+    expect(card.get_by_role("status")).to_have_text("Copied to the clipboard.")
+    assert page.evaluate("navigator.clipboard.readText()") == first
+    page.evaluate("Object.defineProperty(navigator, 'clipboard', {value: undefined})")
+    card.get_by_role("button", name="Copy").click()  # no clipboard API: the text is selected
+    expect(card.get_by_role("status")).to_contain_text("press Ctrl+C")
+    selected = "(({id, selectionStart, selectionEnd}) => [id, selectionStart, selectionEnd])"
+    assert page.evaluate(selected + "(document.activeElement)") == ["secret-value", 0, len(first)]
+
+    card.get_by_text("Rotate secret…").click()
+    expect(card).to_contain_text("For an overlap of 1 day, until")
+    card.get_by_role("button", name="Rotate the secret").click()
+    expect(page.get_by_text("A new signing secret was made")).to_be_visible()
+    expect(secret).not_to_have_value(first)
+    expect(secret).to_have_value(re.compile(r"^whsec_"))
+    expect(card).to_contain_text("The previous secret signs pushes too until")
+    card.get_by_role("button", name="Hide").click()
+    expect(secret).to_have_count(0)
+
+
+def test_a_record_is_found_by_its_call_session_id(page: Page, site: Site) -> None:
+    ingest(site, "Support line", "find-me-1", "find-me-2")
+    sign_in(page, site.keys["acme"])
+    page.get_by_label("Find a record by callSessionId").fill("find-me-2")
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_role("heading", name="Deliveries of find-me-2")).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text="find-me-2")).to_have_count(1)
+    expect(page.get_by_role("row").filter(has_text="find-me-1")).to_have_count(0)
+    page.get_by_label("Find a record by callSessionId").fill("nobody-called")
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_test_id("no-record")).to_have_text(
+        "No record with that callSessionId: nobody-called"
+    )
+    page.goto("/console/apps")
+    page.get_by_label("Find a record by callSessionId").fill("nobody-called")
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_test_id("no-record")).to_be_visible()
+
+
+def test_times_are_shown_and_typed_alike(page: Page, site: Site) -> None:
+    ingest(site, "Support line", "timed-1")
+    sign_in(page, site.keys["acme"])
+    open_app(page, "Support line", "Delivery log")
+    row = page.get_by_role("row").filter(has_text="timed-1")
+    created = row.locator("time").inner_text()
+    assert re.match(SHOWN_TIME, created), created
+    expect(page.get_by_label("Failed since")).to_have_value(re.compile(SHOWN_TIME))
+    page.get_by_label("Created from").fill(created)  # a time copied from the page
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_label("Created from")).to_have_value(created)
+    expect(page.get_by_role("row").filter(has_text="timed-1")).to_have_count(1)
+    page.get_by_label("Created from").fill("next Tuesday")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("alert")).to_contain_text("Created from is not a date and time.")
+
+
+def test_the_operator_adds_an_account_and_a_key_shown_once(
+    page: Page, site: Site, browser: Browser
+) -> None:
+    sign_in(page, ADMIN)
+    page.get_by_role("link", name="Accounts", exact=True).click()
+    page.get_by_label("Name").fill("Initech")
+    page.get_by_role("button", name="Add account").click()
+    expect(page.get_by_text("The account was added")).to_be_visible()
+    page.get_by_label("Name").fill("CRM")
+    page.get_by_label("May").select_option("manage")
+    page.get_by_role("button", name="Make key").click()
+    made = page.get_by_test_id("new-key")
+    expect(made).to_contain_text("shown only this once")
+    secret = made.get_by_label("Secret of CRM").input_value()
+    assert secret.startswith("ccpk_")
+
+    other = browser.new_context(base_url=site.url).new_page()
+    sign_in(other, secret)
+    expect(other.get_by_text("No voice applications yet")).to_be_visible()
+    expect(other.get_by_text("Initech")).to_be_visible()
+    other.context.close()
+
+    page.goto(page.url)  # the keys' page again: the secret is not shown again
+    expect(page.get_by_test_id("new-key")).to_have_count(0)
+    keys = page.get_by_test_id("keys")
+    keys.get_by_text("Revoke…").click()
+    keys.get_by_role("button", name="Revoke CRM").click()
+    expect(page.get_by_text("The key was revoked")).to_be_visible()
+    expect(keys.get_by_role("row").filter(has_text="CRM")).to_contain_text("Revoked")
+
+    page.get_by_role("link", name="Platform keys").click()
+    page.get_by_label("Name").fill("Call center")
+    page.get_by_role("button", name="Make key").click()
+    expect(page.get_by_test_id("new-key").get_by_label("Secret of Call center")).to_have_value(
+        re.compile(r"^ccpk_")
+    )
+    expect(page.get_by_test_id("keys")).to_contain_text("ingest only")
+
+
+def test_the_operator_sees_every_account_at_once(page: Page, site: Site) -> None:
+    ingest(site, "Billing line", "platform-1")
+    sign_in(page, ADMIN)
+    page.get_by_role("link", name="Overview of all accounts").click()
+    expect(page.get_by_role("heading", name="Overview of all accounts", level=1)).to_be_visible()
+    by_account = page.get_by_test_id("by-account")
+    expect(by_account.get_by_role("row").filter(has_text="Acme")).to_be_visible()
+    expect(by_account.get_by_role("row").filter(has_text="Globex")).to_be_visible()
+    last_day = page.get_by_role("region", name="Last 24 hours", exact=True)
+    expect(last_day).to_contain_text("records delivered")
+    by_account.get_by_role("button", name="Applications of Globex").click()
+    expect(page.get_by_role("link", name="Manage Globex secret line")).to_be_visible()
+
+
+def test_the_operators_pages_fit_a_phone_and_label_every_field(page: Page, site: Site) -> None:
+    sign_in(page, ADMIN)
+    page.set_viewport_size(PHONE)
+    page.goto("/console/accounts")
+    keys = page.get_by_role("link", name="Keys of Acme").get_attribute("href")
+    assert keys is not None
+    for path in ("/console/platform", "/console/accounts", "/console/platform-keys", keys):
+        page.goto(path)
+        expect(page.get_by_role("main")).to_be_visible()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{path} is {width}px wide"
+        assert unlabelled_fields(page) == [], path

@@ -8,9 +8,10 @@ import re
 import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -193,23 +194,65 @@ async def test_an_ingest_key_may_not_sign_in(browser: Console, world: World) -> 
     assert (session_in(response)["key_id"], session_in(response)["admin"]) == (None, None)
 
 
-async def test_failed_sign_ins_count_against_the_apis_limit(browser: Console, world: World) -> None:
-    for _ in range(3):
-        response = await browser.sign_in("ccpk_wrong")
+async def test_failed_sign_ins_are_limited_but_never_refuse_a_valid_key(
+    browser: Console, world: World
+) -> None:
+    for attempt in range(3):
+        response = await browser.sign_in(f"ccpk_wrong{attempt}")
         assert response.status_code == 401
         assert "not valid" in response.text
-    limited = await browser.sign_in(world.key_a)
+    limited = await browser.sign_in("ccpk_wrong_again")
     assert limited.status_code == 429
     assert "Too many failed sign-ins" in limited.text
+    assert int(limited.headers["Retry-After"]) >= 1
+    async with world.api.client("ccpk_wrong0") as client:
+        assert (await client.get("/v1/apps")).status_code == 429  # the same limits
     async with world.api.client(world.key_a) as client:
-        assert (await client.get("/v1/apps")).status_code == 429  # the same limiter
+        assert (await client.get("/v1/apps")).status_code == 200
+    signed_in = await browser.sign_in(world.key_a)  # from the same address
+    assert signed_in.headers["location"] == "/console/apps"
 
 
 async def test_a_revoked_key_ends_its_session(browser: Console, world: World) -> None:
     await browser.sign_in(world.key_a)
-    async with world.api.client(world.key_a) as client:
-        await ok(await client.delete(f"/v1/accounts/{world.account_a}/keys/{world.key_a_id}"))
-    await browser.get("/apps", 303)
+    elsewhere = Api(world.service)  # another process on the same store and data dir
+    async with client_with(elsewhere, browser.client.cookies) as copied:
+        assert (await copied.get("/console/apps")).status_code == 200
+        async with world.api.client(world.key_a) as client:
+            await ok(await client.delete(f"/v1/accounts/{world.account_a}/keys/{world.key_a_id}"))
+        await browser.get("/apps", 303)
+        gone = await copied.get("/console/apps")
+        assert gone.headers["location"] == "/console/sign-in"
+
+
+async def test_signing_out_ends_the_session_on_the_server(
+    browser: Console, world: World, service: Service
+) -> None:
+    await browser.sign_in(world.key_a)
+    await browser.get("/apps")
+    copied_cookies, csrf = httpx.Cookies(browser.client.cookies), browser.csrf
+    signed_out = await browser.post("/sign-out")
+    assert signed_out.headers["location"] == "/console/sign-in"
+    assert "ccpush_console" not in browser.client.cookies
+    async with client_with(world.api, copied_cookies) as copied:
+        page = await copied.get("/console/apps")
+        assert page.headers["location"] == "/console/sign-in"
+        pause = await copied.post(f"/console/apps/{world.app_a}/pause", data={"csrf": csrf})
+        assert pause.status_code == 403
+    assert not (await service.store.get_app(world.app_a)).paused
+    again = await browser.sign_in(world.key_a)
+    assert again.headers["location"] == "/console/apps"
+
+
+def shown(when: datetime, service: Service) -> str:
+    """A time as the console shows it, in the tests' zone: ``2026-03-01 16:00:00 UTC+08:00``."""
+    return when.astimezone(service.zone).strftime("%Y-%m-%d %H:%M:%S UTC+08:00")
+
+
+def client_with(api: Api, cookies: httpx.Cookies) -> httpx.AsyncClient:
+    """Another browser, with ``cookies`` copied into it."""
+    transport = httpx.ASGITransport(api.app)
+    return httpx.AsyncClient(transport=transport, base_url="http://ccpush.test", cookies=cookies)
 
 
 def session_in(response: httpx.Response) -> dict[str, Any]:
@@ -226,8 +269,9 @@ async def test_the_session_secret_is_kept_in_the_data_dir(
     await browser.sign_in(world.key_a)
     kept = tmp_path / "console-secret"
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
-    again = Api(make_service(tmp_path, db_url))  # another process on the same data dir
-    await again.app.state.service.store.open()
+    service = make_service(tmp_path, db_url)
+    again = Api(service)  # another process on the same data dir
+    await service.store.open()
     try:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(again.app),
@@ -236,7 +280,7 @@ async def test_the_session_secret_is_kept_in_the_data_dir(
         ) as client:
             assert (await client.get("/console/apps")).status_code == 200
     finally:
-        await again.app.state.service.store.close()
+        await service.store.close()
 
 
 # Who sees what
@@ -405,10 +449,16 @@ async def test_the_log_filters_by_state_and_time(
     assert ">bad<" in failed
     assert ">good<" not in failed
     late = clock.now() - timedelta(hours=3)
-    since = late.astimezone(service.zone).strftime("%Y-%m-%dT%H:%M")
-    recent = await browser.get(f"{base}?since={since}")
+    since = shown(late, service)
+    assert since.endswith(" UTC+08:00")
+    recent = await browser.get(f"{base}?{urlencode({'since': since})}")
     assert ">good<" in recent
     assert ">early<" not in recent
+    assert f'value="{since}"' in recent  # the field shows it as typed, as times are shown
+    in_utc = late.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert ">good<" in await browser.get(f"{base}?{urlencode({'since': in_utc})}")
+    zoneless = late.astimezone(service.zone).strftime("%Y-%m-%d %H:%M")
+    assert ">early<" not in await browser.get(f"{base}?{urlencode({'since': zoneless})}")
     wrong = await browser.get(f"{base}?state=lost&since=yesterday")
     assert "Choose a state from the list." in wrong
     assert "Created from is not a date and time." in wrong
@@ -425,7 +475,12 @@ async def test_replay_failed_since_shows_its_progress(
         clock.advance(timedelta(minutes=30))
     receiver.responder = always(200)
     await browser.sign_in(world.key_a)
-    typed = since.astimezone(service.zone).strftime("%Y-%m-%dT%H:%M")
+    typed = shown(since, service)
+    page = await browser.get(f"/apps/{world.app_a}/deliveries")
+    default = shown(clock.now() - timedelta(days=1), service)
+    assert (
+        f'id="replay-since" name="since" type="text" class="time-input" value="{default}"' in page
+    )
     bad = await browser.post(f"/apps/{world.app_a}/replays", {"since": "soon"})
     assert bad.status_code == 422
     assert "Enter the date and time" in bad.text
@@ -463,3 +518,252 @@ async def test_the_overview_counts_the_last_day_and_week(
     assert 'role="img"' in page
     counts = await service.store.count_by_state(world.app_a)
     assert counts[DeliveryState.PENDING] == 1
+
+
+# Counting records, not attempts
+
+
+async def test_the_apps_count_records_and_label_attempts_as_such(
+    browser: Console, world: World, service: Service, receiver: Receiver, clock: ManualClock
+) -> None:
+    receiver.responder = fail_first(1)
+    await send(world, world.app_a, "r1", "r2")
+    await service.dispatcher.run_until_idle()  # both refused once
+    clock.advance(timedelta(minutes=30))
+    await service.dispatcher.run_until_idle()  # both delivered
+    await send(world, world.app_a, "r3")  # waiting
+    await browser.sign_in(world.key_a)
+    page = await browser.get("/apps")
+    assert "2 delivered" in page
+    assert "0 failed" in page
+    assert "Attempts: 2 ok, 2 failed" in page
+    assert "retrying" not in page.lower()
+    summary = re.search(r'data-testid="account-summary">(.*?)</p>', page, re.S)
+    assert summary is not None
+    assert "2 records delivered" in summary.group(1)
+    assert "1 waiting now" in summary.group(1)
+    assert "Attempts in the last 24 h: 2 ok, 2 failed." in page
+    clock.advance(timedelta(days=1, minutes=1))
+    assert "No pushes" in await browser.get("/apps")
+    overview = await browser.get(f"/apps/{world.app_a}/overview")
+    assert "records delivered" in overview
+    assert "Records failed" in overview
+
+
+# Finding a record by its callSessionId
+
+
+async def test_a_record_is_found_by_its_call_session_id(
+    browser: Console, world: World, service: Service
+) -> None:
+    await send(world, world.app_a, "find-me", "other")
+    await browser.sign_in(world.key_a)
+    log = f"/apps/{world.app_a}/deliveries"
+    found = await browser.get(f"{log}?callSessionId=find-me")
+    assert ">find-me<" in found
+    assert ">other<" not in found
+    assert "No record with that callSessionId" not in found
+    missing = await browser.get(f"{log}?callSessionId=nobody")
+    assert "No record with that callSessionId" in missing
+    assert "No deliveries match these filters" in missing
+
+    jump = await browser.client.get("/console/apps", params={"callSessionId": " find-me "})
+    assert jump.status_code == 303
+    assert jump.headers["location"] == f"/console{log}?callSessionId=find-me"
+    for sought in ("nobody", "nul\x00inside", "x" * 300):
+        page = await browser.get("/apps?" + urlencode({"callSessionId": sought}))
+        assert "No record with that callSessionId" in page
+    await browser.post("/sign-out")
+    await browser.sign_in(ADMIN)  # the operator searches the account on screen
+    await browser.post("/account", {"account": world.account_b})
+    other_account = await browser.get("/apps?callSessionId=find-me")
+    assert "No record with that callSessionId" in other_account
+
+
+async def test_a_record_in_several_apps_lists_them(
+    browser: Console, world: World, service: Service
+) -> None:
+    async with world.api.client(world.key_a) as client:
+        body = {"name": "Acme sales", "accountId": world.account_a}
+        second = (await ok(await client.post("/v1/apps", json=body), 201))["id"]
+    await send(world, world.app_a, "shared")
+    await send(world, second, "shared")
+    await browser.sign_in(world.key_a)
+    page = await browser.get("/apps?callSessionId=shared")
+    hits = re.search(r'data-testid="record-hits">(.*?)</div>', page, re.S)
+    assert hits is not None
+    assert "Acme support" in hits.group(1)
+    assert "Acme sales" in hits.group(1)
+    assert f"/apps/{second}/deliveries?callSessionId=shared" in hits.group(1)
+
+
+# Accounts and keys
+
+
+async def test_the_operator_adds_an_account_and_its_keys(
+    browser: Console, world: World, service: Service
+) -> None:
+    await browser.sign_in(ADMIN)
+    accounts = await browser.get("/accounts")
+    assert "Acme" in accounts
+    assert "Globex" in accounts
+    refused = await browser.post("/accounts", {"name": " "})
+    assert refused.status_code == 422
+    assert "Enter a name" in refused.text
+    created = await browser.post("/accounts", {"name": "Initech"})
+    location = created.headers["location"]
+    [account] = [a for a in await service.store.list_accounts() if a.name == "Initech"]
+    assert location == f"/console/accounts/{account.id}/keys?notice=account-created"
+    await browser.get(location.removeprefix("/console"))
+    made = await browser.post(f"/accounts/{account.id}/keys", {"name": "CRM", "scope": "manage"})
+    assert made.status_code == 200
+    [secret] = re.findall(r'value="(ccpk_[^"]+)"', made.text)
+    assert "shown only this once" in made.text
+    [key] = await service.store.list_keys(account.id)
+    assert key.prefix in made.text
+    assert secret not in await browser.get(f"/accounts/{account.id}/keys")  # once only
+    async with world.api.client(secret) as client:
+        assert (await client.get(f"/v1/accounts/{account.id}")).status_code == 200
+        revoked = await browser.post(f"/accounts/{account.id}/keys/{key.id}/revoke")
+        assert revoked.headers["location"].endswith("?notice=key-revoked")
+        assert (await client.get(f"/v1/accounts/{account.id}")).status_code == 401
+    assert "Revoked" in await browser.get(f"/accounts/{account.id}/keys")
+    for bad in ({"name": "", "scope": "manage"}, {"name": "x", "scope": "root"}):
+        response = await browser.post(f"/accounts/{account.id}/keys", bad)
+        assert response.status_code == 422
+    assert len(await service.store.list_keys(account.id)) == 1
+
+
+async def test_platform_keys_only_send_records(
+    browser: Console, world: World, service: Service
+) -> None:
+    await browser.sign_in(ADMIN)
+    made = await browser.post("/platform-keys", {"name": "Call center", "scope": "manage"})
+    [secret] = re.findall(r'value="(ccpk_[^"]+)"', made.text)
+    [key] = await service.store.list_keys(None)
+    assert key.scope == "ingest"  # whatever the form said
+    records = [minimal_record("via-platform")]
+    async with world.api.client(secret) as client:
+        path = f"/v1/apps/{world.app_b}/call-records"
+        assert (await client.post(path, json=records)).status_code == 202
+        await browser.post(f"/platform-keys/{key.id}/revoke")
+        assert (await client.post(path, json=records)).status_code == 401
+    assert "Revoked" in await browser.get("/platform-keys")
+
+
+async def test_a_manage_key_sees_only_its_own_accounts_keys(
+    browser: Console, world: World, service: Service
+) -> None:
+    await browser.sign_in(world.key_a)
+    page = await browser.get(f"/accounts/{world.account_a}/keys")
+    assert "signed in with it" in page
+    made = await browser.post(
+        f"/accounts/{world.account_a}/keys", {"name": "CI", "scope": "ingest"}
+    )
+    assert made.status_code == 200
+    [key_b] = await service.store.list_keys(world.account_b)
+    for path in ("/accounts", "/platform", "/platform-keys", f"/accounts/{world.account_b}/keys"):
+        assert "Globex" not in await browser.get(path, 404)
+    for path in (f"/accounts/{world.account_b}/keys/{key_b.id}/revoke", "/platform-keys"):
+        assert (await browser.post(path, {"name": "x"})).status_code == 404
+    assert (await browser.post("/accounts", {"name": "Mine"})).status_code == 404
+    assert (await service.store.list_keys(world.account_b))[0].revoked_at is None
+    await browser.post(f"/accounts/{world.account_a}/keys/{world.key_a_id}/revoke")
+    await browser.get("/apps", 303)  # its own key revoked: signed out
+
+
+# The signing secret
+
+
+async def test_the_signing_secret_is_hidden_revealed_and_rotated(
+    browser: Console, world: World, service: Service, clock: ManualClock
+) -> None:
+    secret = (await service.store.signing_keys(world.app_a)).current
+    assert secret is not None
+    await browser.sign_in(world.key_a)
+    settings = f"/apps/{world.app_a}"
+    assert secret not in await browser.get(settings)
+    assert secret in await browser.get(settings + "?secret=shown")
+    htmx = {"HX-Request": "true"}
+    fragment = await browser.client.get(f"/console{settings}/signing-secret", headers=htmx)
+    assert secret in fragment.text
+    assert "<html" not in fragment.text
+    hidden = await browser.client.get(
+        f"/console{settings}/signing-secret?shown=false", headers=htmx
+    )
+    assert secret not in hidden.text
+    assert "Reveal" in hidden.text
+    page = await browser.get(settings)
+    until = re.escape(shown(clock.now() + timedelta(days=1), service))
+    assert re.search(f"overlap of 1 day, until <time [^>]+>{until}</time>", page)
+    assert (await browser.post(f"/apps/{world.app_b}/signing-secret/rotate")).status_code == 404
+    rotated = await browser.post(f"{settings}/signing-secret/rotate")
+    location = rotated.headers["location"]
+    assert location.startswith(f"/console{settings}?notice=rotated&secret=shown")
+    keys = await service.store.signing_keys(world.app_a)
+    assert (keys.previous, keys.current != secret) == (secret, True)
+    assert keys.current is not None
+    page = await browser.get(location.removeprefix("/console"))
+    assert "A new signing secret was made" in page
+    assert keys.current in page
+    assert secret not in page
+    assert re.search(f"The previous secret signs pushes too until <time [^>]+>{until}<", page)
+
+
+# The operator's overview
+
+
+async def test_the_platform_overview_shows_the_apps_failing_and_lagging_most(
+    browser: Console, world: World, service: Service, receiver: Receiver, clock: ManualClock
+) -> None:
+    receiver.responder = always(500)
+    await send(world, world.app_a, "bad1", "bad2")
+    await service.dispatcher.run_until_idle()
+    async with world.api.client(ADMIN) as admin:
+        body = {"name": "Globex slow line", "pushUrl": receiver.url, "accountId": world.account_b}
+        slow = (await ok(await admin.post("/v1/apps", json=body), 201))["id"]
+        records = [minimal_record("late1"), minimal_record("late2")]
+        await ok(await admin.post(f"/v1/apps/{slow}/call-records", json=records), 202)
+    clock.advance(timedelta(minutes=12))
+    await browser.sign_in(ADMIN)
+    page = await browser.get("/platform")
+    failing = re.search(r'data-testid="failing">(.*?)</table>', page, re.S)
+    lagging = re.search(r'data-testid="lagging">(.*?)</table>', page, re.S)
+    assert failing is not None
+    assert lagging is not None
+    assert "Acme support" in failing.group(1)
+    assert "0 ok, 2 failed" in failing.group(1)
+    assert "Globex slow line" in lagging.group(1)
+    assert "12 min" in lagging.group(1)
+    assert "Acme support" not in lagging.group(1)  # its retries are due in 30 min: not late
+    by_account = re.search(r'data-testid="by-account">(.*?)</table>', page, re.S)
+    assert by_account is not None
+    assert "Globex" in by_account.group(1)
+    assert "records waiting" in page
+
+
+# Signing out across processes
+
+
+async def test_signing_out_on_one_process_ends_the_session_on_another(
+    browser: Console, world: World, tmp_path: Path, db_url: str, clock: ManualClock
+) -> None:
+    other = make_service(tmp_path, db_url, clock)  # another `serve` on the same store
+    await other.store.open()
+    try:
+        await browser.sign_in(world.key_a)
+        copied_cookies = httpx.Cookies(browser.client.cookies)
+        async with client_with(Api(other), copied_cookies) as elsewhere:
+            assert (await elsewhere.get("/console/apps")).status_code == 200
+            await browser.post("/sign-out")
+            refused = await elsewhere.get("/console/apps")
+            assert refused.headers["location"] == "/console/sign-in"
+        assert await other.store.console_session_ended(session_in_cookies(copied_cookies))
+    finally:
+        await other.store.close()
+
+
+def session_in_cookies(cookies: httpx.Cookies) -> str:
+    serializer = URLSafeTimedSerializer("not the secret", salt="ccpush-console-session")
+    _, data = serializer.loads_unsafe(cookies["ccpush_console"])
+    return str(data["sid"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import sys
@@ -18,7 +19,11 @@ from tests.helpers import eventually, new_record
 from tests.receiver import Receiver, Reply
 
 RECORDS = 3000
-IN_FLIGHT = 2000
+ANSWERED = 1200
+"""Pushes answered at once before the receiver starts to hang: a host's in-flight limit
+starts small and grows with each answer (``ccpush.pacing``)."""
+IN_FLIGHT = 800
+"""Pushes the first worker must be holding, hung, when it is killed."""
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +33,15 @@ def start_worker(db_url: str, tmp_path: Path) -> asyncio.subprocess.Process:
         **os.environ,
         "CCPUSH_DATABASE_URL": db_url,
         "CCPUSH_DATA_DIR": str(tmp_path),
-        "CCPUSH_CONCURRENCY": str(IN_FLIGHT),
-        "CCPUSH_PER_HOST_CONCURRENCY": str(IN_FLIGHT),
+        "CCPUSH_CONCURRENCY": "2000",
+        "CCPUSH_PER_HOST_CONCURRENCY": "2000",
         "CCPUSH_BATCH_SIZE": "500",
         "CCPUSH_PUSH_TIMEOUT": "8",
         "CCPUSH_LEASE": "9s",
         "CCPUSH_POLL_INTERVAL": "0.2",
         "CCPUSH_LOG_LEVEL": "WARNING",
         "CCPUSH_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
+        "CCPUSH_METRICS_PORT": "0",  # any free port: tests run side by side
     }
     return asyncio.create_subprocess_exec(  # type: ignore[return-value]
         sys.executable, "-m", "ccpush", "worker", env=env, stderr=asyncio.subprocess.PIPE
@@ -43,8 +49,11 @@ def start_worker(db_url: str, tmp_path: Path) -> asyncio.subprocess.Process:
 
 
 async def test_sigkill_mid_flight_loses_no_record(db_url: str, tmp_path: Path) -> None:
-    held = asyncio.Event()  # the first worker's pushes hang until it is dead
-    receiver = Receiver(lambda push, seen: Reply(delay=0 if held.is_set() else 30))
+    held = asyncio.Event()  # then the first worker's pushes hang until it is dead
+    answered = itertools.count()
+    receiver = Receiver(
+        lambda push, seen: Reply(delay=0 if next(answered) < ANSWERED or held.is_set() else 30)
+    )
     await receiver.start()
     store = open_store(db_url)
     await store.open()
@@ -55,7 +64,7 @@ async def test_sigkill_mid_flight_loses_no_record(db_url: str, tmp_path: Path) -
         await store.ingest(app.id, records, now=now)
 
         first = await start_worker(db_url, tmp_path)
-        await receiver.wait_for(lambda r: len(r.pushes) >= IN_FLIGHT, timeout=60)
+        await receiver.wait_for(lambda r: len(r.pushes) >= ANSWERED + IN_FLIGHT, timeout=60)
         assert (await store.count_by_state())[DeliveryState.SENDING] >= IN_FLIGHT
         first.send_signal(signal.SIGKILL)
         await first.wait()

@@ -5,6 +5,7 @@ given back at once."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -14,15 +15,16 @@ from typing import TypeVar
 import pytest
 
 from ccpush.clock import ManualClock
-from ccpush.dispatcher import KEPT_PER_CACHE, store_retry_delay
+from ccpush.dispatcher import KEPT_PER_CACHE, host_of, store_retry_delay
 from ccpush.errors import StoreError
 from ccpush.models import Claimed, Completion, DeliveryState, ErrorKind, Outcome
 from ccpush.service import Service
 from ccpush.store import Store
-from ccpush.store.sqlite import CLAIM_DUE, SqliteStore
+from ccpush.store.sqlite import SqliteStore
+from ccpush.store.sqlite.queries import CLAIM_DUE
 from tests.conftest import minimal_record
 from tests.helpers import eventually, make_service, new_record
-from tests.receiver import Receiver, Reply
+from tests.receiver import Push, Receiver, Reply
 from tests.test_store import new_records
 
 PUSH_URL = "http://127.0.0.1:9/x"
@@ -236,26 +238,85 @@ async def add_app(service: Service, url: str, prefix: str, count: int) -> str:
     return app.id
 
 
-async def test_a_slow_app_holds_only_its_share_of_the_pushers(
+class HangingHost:
+    """A loopback listener that reads each request and never answers: how many of its
+    connections were open as each new one opened."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.seen: list[int] = []
+        self._server: asyncio.Server | None = None
+        self._held: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> HangingHost:
+        self._server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._held:
+            writer.transport.abort()
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/cdr"
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._held.append(writer)
+        self.open += 1
+        self.seen.append(self.open)
+        try:
+            await reader.read()  # until the client gives up
+        except OSError:
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+
+async def test_a_hanging_host_soon_holds_one_pusher_and_never_the_others(
     service: Service, receiver: Receiver
 ) -> None:
-    hanging = await Receiver(lambda push, seen: Reply(delay=60)).start()
-    try:
-        slow_app = await add_app(service, hanging.url, "slow", 200)
-        # Alone, it takes what its host may have (5 of 8 pushers)...
-        await hanging.wait_for(lambda r: len(r.pushes) == 5)
-        await eventually(lambda: slow_app in service.dispatcher.held_back)
-        assert len(hanging.pushes) == 5
-        # ...so another app's records go out at once, while the slow app's wait.
+    async with HangingHost() as hanging:
+        await add_app(service, hanging.url, "slow", 200)
+        # A new host may have 4 pushes at once (under the per-host 5)...
+        await eventually(lambda: len(hanging.seen) == 4)
+        # ...another app's records go out at once meanwhile...
         await add_app(service, receiver.url, "fast", 100)
         await receiver.wait_for(lambda r: len(r.pushes) == 100, timeout=5)
-        assert len(hanging.pushes) == 5
-        # The slow app's claimed deliveries are few: the rest wait in the store.
-        claimed = await service.store.count_by_state(slow_app)
-        assert claimed[DeliveryState.SENDING] <= 50  # its first claim, at most
-        assert claimed[DeliveryState.PENDING] >= 200 - 50
+        # ...and once its pushes time out, the host is held to one at a time.
+        await eventually(lambda: len(hanging.seen) >= 7)
+        assert hanging.seen[:4] == [1, 2, 3, 4]
+        assert max(hanging.seen[4:]) <= 2  # the one before may still be closing
+        assert service.dispatcher.host_limits.limit(host_of(hanging.url)) == 1
+
+
+async def test_a_host_answering_503_is_left_alone_for_a_while(
+    service: Service, receiver: Receiver
+) -> None:
+    arrivals: list[float] = []
+
+    def unavailable(push: Push, seen: int) -> Reply:
+        arrivals.append(time.monotonic())
+        return Reply(status=503)
+
+    busy = await Receiver(unavailable).start()
+    try:
+        await add_app(service, busy.url, "busy", 30)
+        # The answers to the first pushes (four at once) hold the host back...
+        await busy.wait_for(lambda r: len(r.pushes) == 4)
+        # ...while another host's records go out...
+        await add_app(service, receiver.url, "fast", 50)
+        await receiver.wait_for(lambda r: len(r.pushes) == 50, timeout=5)
+        # ...and a second later, half as many are pushed, and held back for twice as long.
+        await busy.wait_for(lambda r: len(r.pushes) >= 6, timeout=5)
+        assert arrivals[4] - arrivals[3] >= 0.9
+        assert arrivals[5] - arrivals[4] < 0.5
     finally:
-        await hanging.stop()
+        await busy.stop()
 
 
 async def test_stopping_gives_back_what_was_claimed_and_not_pushed(

@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from ccpush.api import create_api
+from ccpush.api.deps import state_of
 from ccpush.api.ingest import GroupCommit
 from ccpush.clock import ManualClock
 from ccpush.errors import StoreError
@@ -86,8 +87,7 @@ def post(client: httpx.AsyncClient, app_id: str, sid: str) -> Any:
 
 def queued_requests(api: FastAPI) -> int:
     """Ingestion requests waiting for the next commit."""
-    committer: GroupCommit = api.state.group_commit
-    return committer.waiting
+    return state_of(api).group_commit.waiting
 
 
 async def test_requests_that_arrive_together_are_committed_together(
@@ -108,6 +108,33 @@ async def test_requests_that_arrive_together_are_committed_together(
     assert [r["sequence"] for r in results] == list(range(1, 11))  # in order of arrival
     counts = await service.store.count_by_state(app_id)
     assert counts[DeliveryState.HELD] == 10
+
+
+async def test_refused_records_stay_out_of_the_group_and_its_numbers(
+    client: httpx.AsyncClient, service: Service, api: FastAPI
+) -> None:
+    gated = GatedStore(service.store, held=True)
+    app_id = await new_app(service)
+    url = f"/v1/apps/{app_id}/call-records"
+    first = asyncio.create_task(post(client, app_id, "s0"))
+    await gated.entered.wait()
+    bad = minimal_record("bad", callType="2")
+    mixed = asyncio.create_task(
+        client.post(url, json=[minimal_record("s1"), bad, minimal_record("s2")])
+    )
+    await eventually(lambda: queued_requests(api) == 1)  # the valid records wait...
+    refused = await client.post(url, json=[bad, bad])  # ...a request with none never queues
+    assert refused.status_code == 422
+    later = asyncio.create_task(post(client, app_id, "s3"))
+    await eventually(lambda: queued_requests(api) == 2)
+    gated.gate.set()
+    answers = await asyncio.gather(first, mixed, later)
+    assert [answer.status_code for answer in answers] == [202, 207, 202]
+    assert gated.calls == [1, 2]
+    numbers = [
+        (r["callSessionId"], r["sequence"]) for answer in answers for r in answer.json()["results"]
+    ]
+    assert numbers == [("s0", 1), ("s1", 2), ("bad", None), ("s2", 3), ("s3", 4)]
 
 
 async def test_202_waits_for_the_commit(

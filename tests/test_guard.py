@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 from pydantic import ValidationError
+from yarl import URL
 
 from ccpush.clock import ManualClock, SystemClock
 from ccpush.errors import CcpushError, TargetRefused
@@ -30,12 +31,14 @@ from ccpush.guard import (
     TargetPolicy,
     check_address,
     check_target,
+    check_url,
     guarded_socket_factory,
+    host_problem,
     refusal_in,
 )
 from ccpush.models import ErrorKind
-from ccpush.reqwest_sender import ANSWER_LIFETIME, ReqwestSender
-from ccpush.sender import HttpClient, Pushes, Sender, SenderLimits, local_sender
+from ccpush.senders import SENDERS, HttpClient, Pushes, ReqwestSender, Sender, SenderLimits
+from ccpush.senders.reqwest import ANSWER_LIFETIME
 from ccpush.settings import Settings
 from tests.fakedns import FakeDNS
 from tests.receiver import Receiver, Reply
@@ -180,7 +183,7 @@ def client(request: pytest.FixtureRequest) -> HttpClient:
 def sender_with(
     client: HttpClient, policy: TargetPolicy, resolver: FakeDNS | None = None
 ) -> Pushes:
-    return local_sender(client, SystemClock(), LIMITS, policy=policy, resolver=resolver)
+    return SENDERS[client](SystemClock(), LIMITS, policy=policy, resolver=resolver)
 
 
 @pytest.fixture
@@ -685,6 +688,10 @@ def test_settings_validate_and_parse_allowed_networks(monkeypatch: pytest.Monkey
         ("/cdr", "no scheme: a push address must be http or https"),
         ("http://nowhere.test/", "nowhere.test does not resolve"),
         ("http://1572395042/", "an unusual way to write 93.184.216.34"),
+        (f"http://{'a' * 64}.test/", "has a label of 64 characters (at most 63)"),
+        ("http://" + "a." * 127 + "test/", "longer than 253 characters"),
+        ("http://xn--a.test/", "has a label that is not valid IDNA (xn--a)"),
+        (f"http://{'é' * 64}.test/", "not a valid URL"),
     ],
 )
 async def test_the_configuration_check_explains_other_problems(
@@ -791,4 +798,63 @@ async def test_an_empty_answer_is_a_connect_failure_not_a_crash(
     async with sender_with(client, NOTHING, dns) as sender:
         outcome = await sender.send("http://empty.test/", BODY, {})
     assert outcome.error_kind is ErrorKind.CONNECT
-    assert "empty.test resolves to no address" in (outcome.error or "")
+    assert "dns: no such host empty.test" in (outcome.error or "")
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("example.com", None),
+        ("example.com.", None),
+        ("_service.example.com", None),
+        ("xn--strae-oqa.example", None),  # straße, as IDNA 2008 writes it
+        (f"{'a' * 63}.example", None),
+        (("a" * 62 + ".") * 4 + "a", None),  # 253 characters
+        ("93.184.216.34", None),
+        ("0x7f.1", None),  # an address, spelt oddly: check_address judges it
+        ("2606:2800:220:1::1", None),
+        ("fe80::1%eth0", None),
+        (("a" * 62 + ".") * 4 + "ab", "longer than 253 characters"),
+        (f"{'a' * 64}.example", "has a label of 64 characters (at most 63)"),
+        ("a..example", "has an empty label"),
+        (".example", "has an empty label"),
+        ("xn--a.example", "not valid IDNA (xn--a)"),
+        ("exa mple.com", "a character no host name may hold"),
+        ("ex\x00ample.com", "a character no host name may hold"),
+        ("%41.example", "a character no host name may hold"),
+        ("1:2:3", "not a valid IPv6 address"),
+    ],
+)
+def test_a_host_must_be_one_dns_can_hold(host: str, problem: str | None) -> None:
+    found = host_problem(host)
+    if problem is None:
+        assert found is None
+    else:
+        assert problem in (found or "")
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (f"http://{'a' * 64}.test/cdr", "has a label of 64 characters"),
+        ("http://xn--a.test/cdr", "not valid IDNA"),
+        ("http://a..test/cdr", "has an empty label"),
+    ],
+)
+async def test_the_sender_refuses_a_host_dns_cannot_hold_without_raising(
+    guarded: Pushes, dns: FakeDNS, url: str, reason: str
+) -> None:
+    assert reason in (check_url(URL(url), NOTHING) or "")
+    outcome = await guarded.send(url, BODY, {})
+    assert outcome.error_kind is ErrorKind.BLOCKED, outcome.error
+    assert reason in (outcome.error or "")
+    assert dns.calls == []
+
+
+async def test_a_name_the_system_resolver_cannot_encode_is_a_lookup_failure() -> None:
+    resolver = GuardedResolver(NOTHING)  # getaddrinfo refuses the label before any lookup
+    try:
+        with pytest.raises(socket.gaierror, match="is not a valid host name"):
+            await resolver.resolve(f"{'a' * 64}.test", 80, socket.AF_UNSPEC)
+    finally:
+        await resolver.close()

@@ -182,7 +182,7 @@ async def test_pushes_verification_a_retry_and_a_gap_that_closes(
         "gaps: none (highest sequence 3)",
     ]
     history = await ok(await admin.get(f"/v1/apps/{app_id}/call-records/call-2/deliveries"))
-    [delivery] = history["deliveries"]
+    [delivery] = history["items"]
     assert [a["statusCode"] for a in delivery["attemptLog"]] == [500, 200]
 
 

@@ -8,6 +8,7 @@ import httpx
 
 from ccpush.clock import ManualClock
 from ccpush.service import Service
+from ccpush.store.planning import SAME_REPLAY_WINDOW
 from tests.api_client import ok
 from tests.conftest import minimal_record
 from tests.receiver import Receiver, always, fail_first
@@ -25,7 +26,7 @@ async def send(admin: httpx.AsyncClient, app_id: str, *session_ids: str, **field
 
 async def states(admin: httpx.AsyncClient, app_id: str) -> dict[str, str]:
     page = await ok(await admin.get(f"/v1/apps/{app_id}/deliveries?limit=200"))
-    return {d["callSessionId"]: d["state"] for d in reversed(page["deliveries"])}
+    return {d["callSessionId"]: d["state"] for d in reversed(page["items"])}
 
 
 async def test_records_arriving_while_paused_are_kept_and_pushed_on_resume(
@@ -122,13 +123,13 @@ async def test_resend_makes_a_new_delivery_of_the_same_record(
     assert first.body == second.body
     assert first.headers["webhook-id"] != second.headers["webhook-id"]
     history = await ok(await admin.get(f"/v1/apps/{app_id}/call-records/x1/deliveries"))
-    assert [d["state"] for d in history["deliveries"]] == ["delivered", "delivered"]
+    assert [d["state"] for d in history["items"]] == ["delivered", "delivered"]
     missing = await admin.post(f"/v1/apps/{app_id}/call-records/nope/resend")
     assert missing.status_code == 404
 
 
 async def test_replay_of_a_call_time_range(
-    admin: httpx.AsyncClient, service: Service, receiver: Receiver
+    admin: httpx.AsyncClient, service: Service, receiver: Receiver, clock: ManualClock
 ) -> None:
     app_id = await new_app(admin, receiver.url)
     for hour in range(10, 16):
@@ -146,6 +147,9 @@ async def test_replay_of_a_call_time_range(
     assert [p.session_id for p in receiver.pushes[6:]] == ["h12", "h13"]
     done = await ok(await admin.get(f"/v1/apps/{app_id}/replays/{job['id']}"))
     assert (done["state"], done["enqueued"], done["deliveries"]["delivered"]) == ("done", 2, 2)
+    sent_twice = await ok(await admin.post(f"/v1/apps/{app_id}/replays", json=ask), 200)
+    assert sent_twice["id"] == job["id"]  # within a minute of asking
+    clock.advance(SAME_REPLAY_WINDOW)
     after = await ok(await admin.post(f"/v1/apps/{app_id}/replays", json=ask), 202)
     assert after["id"] != job["id"]
 
@@ -173,11 +177,11 @@ async def test_replay_of_failed_deliveries(
     await service.replays.run_until_idle()
     assert await service.dispatcher.run_until_idle() == 2
     history = await ok(await admin.get(f"/v1/apps/{app_id}/call-records/lost1/deliveries"))
-    assert [d["state"] for d in history["deliveries"]] == ["delivered", "failed"]
-    assert history["deliveries"][0]["replayId"] == job["id"]
+    assert [d["state"] for d in history["items"]] == ["delivered", "failed"]
+    assert history["items"][0]["replayId"] == job["id"]
 
 
-async def test_replay_requests_are_checked(admin: httpx.AsyncClient) -> None:
+async def test_replay_requests_are_checked(admin: httpx.AsyncClient, service: Service) -> None:
     app_id = await new_app(admin, None)
     for body, field in [
         ({}, "from"),
@@ -185,10 +189,15 @@ async def test_replay_requests_are_checked(admin: httpx.AsyncClient) -> None:
         ({"from": "2023-11-17 12:00:00", "to": "2023-11-17 11:00:00"}, "to"),
         ({"from": "yesterday", "to": "2023-11-17 11:00:00"}, "from"),
         ({"failedSince": "2023-11-17 12:00:00", "from": "2023-11-17 12:00:00"}, "failedSince"),
+        # a replay that could not run is refused, not stored to fail every lease
+        ({"from": "0001-01-01 00:00:00", "to": "2023-11-17 11:00:00"}, "from"),
+        ({"from": "2023-11-17 11:00:00", "to": "2101-01-01 08:00:00"}, "to"),
+        ({"failedSince": "1969-12-31T23:59:59Z"}, "failedSince"),
     ]:
         response = await admin.post(f"/v1/apps/{app_id}/replays", json=body)
         assert response.status_code == 422, body
         assert response.json()["error"]["problems"][0]["field"] == field
+    assert await service.replays.run_until_idle() == 0
 
 
 async def test_reconciliation_returns_records_exactly_as_pushed(
@@ -235,18 +244,18 @@ async def test_delivery_log_filters_and_pages(
     await service.dispatcher.run_until_idle()
     log = f"/v1/apps/{app_id}/deliveries"
     pending = await ok(await admin.get(log, params={"state": "pending"}))
-    assert [d["callSessionId"] for d in pending["deliveries"]] == ["bad1", "bad0"]
-    assert pending["deliveries"][0]["attemptLog"][0]["statusCode"] == 500
+    assert [d["callSessionId"] for d in pending["items"]] == ["bad1", "bad0"]
+    assert pending["items"][0]["attemptLog"][0]["statusCode"] == 500
     recent = await ok(await admin.get(log, params={"since": later}))
-    assert [d["callSessionId"] for d in recent["deliveries"]] == ["good5"]
+    assert [d["callSessionId"] for d in recent["items"]] == ["good5"]
     one = await ok(await admin.get(log, params={"callSessionId": "good3"}))
-    assert [d["callSessionId"] for d in one["deliveries"]] == ["good3"]
+    assert [d["callSessionId"] for d in one["items"]] == ["good3"]
     names, cursor = [], None
     while True:
         page = await ok(
             await admin.get(log, params={"limit": 3, **({"cursor": cursor} if cursor else {})})
         )
-        names += [d["callSessionId"] for d in page["deliveries"]]
+        names += [d["callSessionId"] for d in page["items"]]
         if (cursor := page["nextCursor"]) is None:
             break
     assert names == ["good5", "bad1", "bad0", "good4", "good3", "good2", "good1", "good0"]
@@ -256,9 +265,9 @@ async def test_delivery_log_filters_and_pages(
 async def test_apps_are_listed_and_deleted(admin: httpx.AsyncClient, service: Service) -> None:
     keep, drop = await new_app(admin, None), await new_app(admin, None)
     await send(admin, drop, "d1")
-    listed = await ok(await admin.get("/v1/apps"))
+    listed = (await ok(await admin.get("/v1/apps")))["items"]
     assert {app["id"] for app in listed} == {keep, drop}
     await ok(await admin.delete(f"/v1/apps/{drop}"), 204)
     assert (await admin.get(f"/v1/apps/{drop}")).status_code == 404
-    assert [app["id"] for app in await ok(await admin.get("/v1/apps"))] == [keep]
+    assert [app["id"] for app in (await ok(await admin.get("/v1/apps")))["items"]] == [keep]
     assert sum((await service.store.count_by_state()).values()) == 0

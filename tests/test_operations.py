@@ -171,6 +171,7 @@ async def test_sigterm_finishes_the_pushes_in_flight(db_url: str, tmp_path: Path
         env = {
             **os.environ, "CCPUSH_DATABASE_URL": db_url, "CCPUSH_DATA_DIR": str(tmp_path),
             "CCPUSH_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8", "CCPUSH_LOG_LEVEL": "WARNING",
+            "CCPUSH_METRICS_PORT": "0",
         }  # fmt: skip
         worker = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ccpush", "worker", env=env

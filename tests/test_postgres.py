@@ -20,7 +20,8 @@ import pytest
 
 from ccpush.models import NewRecord
 from ccpush.store import Store
-from ccpush.store.postgres import CLAIM_DUE, COMPLETE, LATEST_VERSIONS, PostgresStore
+from ccpush.store.postgres import PostgresStore
+from ccpush.store.postgres.queries import CLAIM_DUE, COMPLETE, LATEST_VERSIONS
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"])
@@ -78,7 +79,7 @@ async def test_ingestion_finds_known_records_one_by_one(store: Store) -> None:
     than the one before: 168 ms per 500 records at 20,000)."""
     app_id = await app_with_backlog(store, None, 3000)
     incoming = [f"new-{n}" for n in range(400)] + [f"known-{n}" for n in range(100)]
-    nodes = await plan_of(store, LATEST_VERSIONS, app_id, incoming)
+    nodes = await plan_of(store, LATEST_VERSIONS, [app_id] * len(incoming), incoming)
     assert most_rows_read(nodes, "call_records") <= 500
     assert most_rows_read(nodes, "record_versions") <= 100
 

@@ -13,8 +13,7 @@ import pytest
 from ccpush.clock import SystemClock
 from ccpush.guard import TargetPolicy
 from ccpush.models import ErrorKind
-from ccpush.push_processes import ProcessSender
-from ccpush.sender import SenderLimits
+from ccpush.senders import ProcessSender, SenderLimits
 from tests.helpers import eventually
 from tests.receiver import Receiver, Reply
 

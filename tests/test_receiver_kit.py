@@ -44,7 +44,7 @@ class Inbox:
         self.verifier = kit.Verifier(secret, now=clock.now)
         self.seen = kit.MemoryIdempotencyStore()
         self.gaps = kit.GapTracker()
-        self.calls: dict[str, tuple[int, kit.CallRecord]] = {}
+        self.calls: dict[str, tuple[int, kit.ReceivedRecord]] = {}
         self.handled: list[str] = []
         self.skipped: list[str] = []
         self.lost_answers = 0
@@ -77,7 +77,7 @@ class Inbox:
                 self.save(push.info.version, push.record)
                 self.gaps.add(push.info.sequence)
 
-    def save(self, version: int, record: kit.CallRecord) -> None:
+    def save(self, version: int, record: kit.ReceivedRecord) -> None:
         kept = self.calls.get(record.call_session_id)
         if kept is None or kept[0] < version:
             self.calls[record.call_session_id] = (version, record)
@@ -135,7 +135,7 @@ async def test_a_real_push_verifies_and_reads_into_python_types(
     assert _as_contract_json(record) == arrived.json
 
 
-def _as_contract_json(record: kit.CallRecord) -> dict[str, Any]:
+def _as_contract_json(record: kit.ReceivedRecord) -> dict[str, Any]:
     """The record's attributes under the contract's names, in JSON's types."""
     plain: dict[str, Any] = {}
     for name, attribute in kit.CONTRACT_FIELDS.items():
@@ -259,7 +259,7 @@ async def test_a_repeated_delivery_is_handled_once(
     assert (inbox.handled, inbox.skipped) == ([webhook_id], [webhook_id])
     assert list(inbox.calls) == ["once"]
     history = await ok(await admin.get(f"/v1/apps/{app_id}/call-records/once/deliveries"))
-    assert [a["statusCode"] for a in history["deliveries"][0]["attemptLog"]] == [503, 200]
+    assert [a["statusCode"] for a in history["items"][0]["attemptLog"]] == [503, 200]
 
 
 async def test_a_late_change_wins_over_an_earlier_version_that_arrives_after_it(
@@ -358,7 +358,7 @@ async def test_the_fastapi_example_receives_real_pushes(
     try:
         async with Api(service).client() as admin:
             app_id, secret = await app_with_secret(admin, receiver.url)
-            monkeypatch.setenv("CCPUSH_SIGNING_SECRETS", f"{generate_secret()} {secret}")
+            monkeypatch.setenv("CDR_PUSH_SECRETS", f"{generate_secret()} {secret}")
             example: dict[str, Any] = {"__name__": "receiving_example"}
             exec(compile(_python_block("FastAPI"), str(DOCS), "exec"), example)  # noqa: S102
             with ServerThread(lambda: nullcontext(example["app"])) as served:
@@ -379,7 +379,7 @@ async def _push_to_the_example(
     await pushed(admin, service, app_id, sample_record("a", remark="changed"))
     assert (await ok(await admin.post(f"/v1/apps/{app_id}/test-push")))["delivered"] is True
     state = await ok(await admin.get(f"/v1/apps/{app_id}/deliveries"))
-    assert {d["state"] for d in state["deliveries"]} == {"delivered"}
+    assert {d["state"] for d in state["items"]} == {"delivered"}
     async with httpx.AsyncClient() as client:
         forged = await client.post(
             url,
@@ -412,7 +412,7 @@ print(" ".join(sorted(name for name in sys.modules if name.startswith("ccpush"))
         [sys.executable, "-c", script, body], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["ccpush", "ccpush.codes", "ccpush.receiver"]
+    assert done.stdout.split() == ["ccpush", "ccpush.codes", "ccpush.receiver", "ccpush.wire"]
 
 
 def test_the_kits_enums_are_the_contracts() -> None:
@@ -422,6 +422,12 @@ def test_the_kits_enums_are_the_contracts() -> None:
         codes.HangingDirection,
     )
     assert tuple(kit.CONTRACT_FIELDS) == contract.FIELD_NAMES
+
+
+def test_code_written_with_the_kits_first_names_still_runs() -> None:
+    assert kit.CallRecord is kit.ReceivedRecord
+    assert kit.parse_timezone("Asia/Shanghai") == ZoneInfo("Asia/Shanghai")
+    assert {"CallRecord", "ReceivedRecord", "parse_timezone"} <= set(kit.__all__)
 
 
 def test_the_gap_tracker_tolerates_disorder_and_repeats() -> None:

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from ccpush.record import FIELD_NAMES, CallRecord, parse_zone, problems_from, zone_label
+from ccpush.record import FIELD_NAMES, CallRecord, problems_from
+from ccpush.wire import parse_zone, zone_label
 from tests.conftest import minimal_record, sample_record
 
 
@@ -56,7 +57,9 @@ def test_the_seed_sample_round_trips() -> None:
         ({"callSessionId": "a\nb"}, "callSessionId", "control characters"),
         ({"callSessionId": None}, "callSessionId", "must be a JSON string"),
         ({"extra": 1}, "extra", "is not a field of the call record contract"),
-        ({"agentName": "x" * 257}, "agentName", "at most 256 characters"),
+        ({"agentName": "x" * 4097}, "agentName", "at most 4096 characters"),
+        ({"agentName": "a\ud800b"}, "agentName", "lone surrogate"),
+        ({"labels": [""]}, "labels[0]", "at least 1 character"),
     ],
 )
 def test_bad_values_are_refused_with_field_and_reason(
@@ -65,6 +68,126 @@ def test_bad_values_are_refused_with_field_and_reason(
     found = problems(sample_record(**change))
     assert field in found, found
     assert reason in found[field]
+
+
+# The published limits, in characters (Unicode code points): the numbers are the contract.
+LIMITS = [
+    ("callId", 256), ("callSessionId", 256), ("called", 256), ("calledInfo", 4096),
+    ("caller", 256), ("ccode", 256), ("ccodeName", 4096), ("agentName", 4096),
+    ("agentGroupName", 4096), ("agentAccount", 256), ("hangupCode", 256), ("remark", 4096),
+    ("voiceUrl", 4096),
+]  # fmt: skip
+TEXT_FIELDS = [field for field, _ in LIMITS]
+
+
+@pytest.mark.parametrize(("field", "limit"), LIMITS)
+@pytest.mark.parametrize("char", ["x", "录", "\U0001f4de"])
+def test_every_text_field_holds_up_to_its_limit_of_characters(
+    field: str, limit: int, char: str
+) -> None:
+    record = CallRecord.model_validate(sample_record(**{field: char * limit}))
+    assert json.loads(record.push_body())[field] == char * limit
+    assert problems(sample_record(**{field: char * (limit + 1)})) == {
+        field: f"String should have at most {limit} characters"
+    }
+
+
+def test_labels_hold_up_to_100_labels_of_4096_characters() -> None:
+    labels = [f"{n:04d}" + "标签" * 2046 for n in range(100)]
+    assert CallRecord.model_validate(sample_record(labels=labels)).labels == labels
+    assert "at most 100 items" in problems(sample_record(labels=[*labels, "one more"]))["labels"]
+    assert problems(sample_record(labels=["ok", "x" * 4097])) == {
+        "labels[1]": "String should have at most 4096 characters"
+    }
+
+
+def test_the_limits_are_published_in_the_json_schema() -> None:
+    properties = CallRecord.model_json_schema()["properties"]
+
+    def max_length(field: str) -> int:
+        schema = properties[field]
+        return int(
+            next(s for s in schema.get("anyOf", [schema]) if s["type"] == "string")["maxLength"]
+        )
+
+    assert {field: max_length(field) for field in TEXT_FIELDS} == dict(LIMITS)
+    assert (properties["labels"]["maxItems"], properties["labels"]["items"]["maxLength"]) == (
+        100,
+        4096,
+    )
+
+
+CONTROLS = ["\x00", "\x01", "\x07", "\x08", "\x0b", "\x0c", "\x0e", "\x1b", "\x1f", "\x7f"]
+
+
+@pytest.mark.parametrize("field", [*TEXT_FIELDS, "labels[1]"])
+@pytest.mark.parametrize("control", CONTROLS)
+def test_control_characters_are_refused_in_every_text_field(field: str, control: str) -> None:
+    value = f"ab{control}c"
+    change = {"labels": ["fine", value]} if field == "labels[1]" else {field: value}
+    reason = problems(sample_record(**change))[field]
+    assert "must not contain control characters" in reason
+    assert f"(U+{ord(control):04X} at character 3)" in reason
+
+
+@pytest.mark.parametrize("field", [name for name in TEXT_FIELDS if name != "callSessionId"])
+def test_tab_cr_and_lf_are_text(field: str) -> None:
+    value = "line one\r\n\tline two\n"
+    record = CallRecord.model_validate(sample_record(**{field: value}))
+    assert getattr(record, field) == value
+
+
+@pytest.mark.parametrize("control", ["\t", "\r", "\n"])
+def test_a_session_id_holds_no_control_character_at_all(control: str) -> None:
+    reason = problems(sample_record(f"s{control}1"))["callSessionId"]
+    assert reason == f"must not contain control characters (U+{ord(control):04X} at character 2)"
+
+
+def test_non_ascii_text_is_pushed_as_utf8_unescaped() -> None:
+    texts = {
+        "calledInfo": "北京市朝阳区 移动用户 " * 150,
+        "agentName": "प्रिया शर्मा",
+        "remark": "Customer 😀 asked for a callback 📞 — नमस्ते, 你好 " * 40,
+        "labels": ["高意向客户", "उच्च स्तर", "⭐⭐⭐"],
+    }
+    body = CallRecord.model_validate(sample_record(**texts)).push_body()
+    assert b"\\u" not in body
+    for field, value in texts.items():
+        pushed = json.dumps({field: value}, ensure_ascii=False, separators=(",", ":"))
+        assert pushed[1:-1].encode() in body
+
+
+@pytest.mark.parametrize(
+    ("time", "reason"),
+    [
+        ("0001-01-01 07:59:59", "must be a time in the years 1970 to 2099"),
+        ("0001-01-01 08:00:00", "must be a time in the years 1970 to 2099"),
+        ("0000-01-01 00:00:00", "must be a time in the years 1970 to 2099"),
+        ("1969-12-31 23:59:59", "must be a time in the years 1970 to 2099"),
+        ("2100-01-01 00:00:00", "must be a time in the years 1970 to 2099"),
+        ("9999-12-31 23:59:59", "must be a time in the years 1970 to 2099"),
+        ("2024-02-30 10:00:00", "is not a real calendar time (yyyy-MM-dd HH:mm:ss)"),
+        ("2023-02-29 10:00:00", "is not a real calendar time (yyyy-MM-dd HH:mm:ss)"),
+    ],
+)
+@pytest.mark.parametrize("field", ["callStartTime", "answerTime", "callEndTime"])
+def test_times_out_of_range_are_refused(field: str, time: str, reason: str) -> None:
+    assert problems(sample_record(**{field: time}))[field] == reason
+
+
+@pytest.mark.parametrize(
+    ("start", "zone"),
+    [
+        ("1970-01-01 00:00:00", "+14:00"),
+        ("2099-12-31 23:59:59", "-12:00"),
+        ("2024-02-29 12:00:00", "Asia/Kolkata"),
+    ],
+)
+def test_the_extreme_times_convert_to_utc_in_any_zone(start: str, zone: str) -> None:
+    record = CallRecord.model_validate(minimal_record("s", callStartTime=start, callEndTime=start))
+    utc = record.call_start(parse_zone(zone))
+    assert utc.tzinfo is UTC
+    assert utc.astimezone(parse_zone(zone)).strftime("%Y-%m-%d %H:%M:%S") == start
 
 
 def test_required_fields() -> None:
@@ -104,8 +227,14 @@ def test_zone_labels_round_trip(text: str) -> None:
     assert zone_label(parse_zone(text)) == text
 
 
-times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31))
-text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=0, max_size=40)
+times = st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2099, 12, 31))
+# Any text but lone surrogates and the refused controls (C1 controls, U+0080..U+009F, are text)
+refused_controls = "".join(map(chr, [*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]))
+text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters=refused_controls),
+    min_size=0,
+    max_size=40,
+)
 money = st.decimals(min_value=0, max_value=10**6, places=4).map(str)
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ccpush.clock import ManualClock
-from ccpush.errors import AppNotFound
+from ccpush.errors import AppNotFound, StoreRefusedValue
 from ccpush.models import (
     Claimed,
     Completion,
@@ -363,3 +363,18 @@ async def test_workers_claiming_at_once_never_share_a_delivery(
     assert len(every) == len(set(every)) == 2000
     if backend == "postgres":
         assert all(shares)  # they did claim side by side (SQLite: one writer at a time)
+
+
+@pytest.mark.parametrize("name", ["nul\x00in the middle", "a lone \ud800 surrogate", "ok"])
+async def test_a_value_the_database_cannot_hold_is_refused_not_an_outage(
+    store: Store, backend: str, name: str
+) -> None:
+    # The API refuses such values first; this is what the store says when one gets through.
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    holds_nul = backend == "sqlite"  # SQLite stores it (and reads back up to the NUL)
+    if name == "ok" or ("\x00" in name and holds_nul):
+        await store.create_account(name=name, now=now)
+        return
+    with pytest.raises(StoreRefusedValue):
+        await store.create_account(name=name, now=now)
+    assert [account.name for account in await store.list_accounts()] == ["Default account"]

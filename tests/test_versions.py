@@ -10,7 +10,7 @@ import pytest
 
 from ccpush.models import NewRecord
 from ccpush.service import Service
-from ccpush.store.base import Latest, plan_ingest
+from ccpush.store.planning import Latest, plan_ingest
 from tests.api_client import ok
 from tests.conftest import minimal_record
 from tests.receiver import Receiver
@@ -69,7 +69,7 @@ async def test_a_changed_record_is_pushed_again_as_a_new_version(
     assert (v1.headers["ccpush-sequence"], v2.headers["ccpush-sequence"]) == ("1", "2")
     assert (v1.json["remark"], v2.json["remark"]) == (None, "called back")
     history = await ok(await admin.get(f"/v1/apps/{app['id']}/call-records/call-1/deliveries"))
-    assert [(d["version"], d["sequence"]) for d in history["deliveries"]] == [(2, 2), (1, 1)]
+    assert [(d["version"], d["sequence"]) for d in history["items"]] == [(2, 2), (1, 1)]
 
 
 async def test_sequences_have_no_holes_and_are_per_app(

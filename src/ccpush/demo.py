@@ -39,18 +39,17 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-import uvicorn
 from aiohttp import web
 
 from ccpush.api import create_api
 from ccpush.codes import HangupReason
+from ccpush.http_server import make_server
 from ccpush.models import WAITING, Completion, DeliveryState
-from ccpush.record import CONTENT_TYPE, TIME_FORMAT
 from ccpush.service import Service
-from ccpush.settings import Settings
+from ccpush.settings import CONTRACT_RETRY_SCHEDULE, Settings
+from ccpush.wire import CONTENT_TYPE, TIME_FORMAT
 
 DEMO_SCHEDULE: Final = "2s,2s,2s"
-CONTRACT_SCHEDULE: Final = "30m,30m,30m"
 INGEST_SECONDS: Final = 4.0
 """Over how long the call center posts its records."""
 POLL_SECONDS: Final = 0.2
@@ -480,10 +479,9 @@ def demo_settings(data_dir: Path, token: str, port: int) -> Settings:
 async def serve_api(
     stack: AsyncExitStack, service: Service, token: str, sock: socket.socket
 ) -> str:
-    """Serve the real API with uvicorn on ``sock``; stopped when ``stack`` closes."""
-    api = create_api(service, admin_token=token)
-    config = uvicorn.Config(api, host="127.0.0.1", port=port_of(sock), log_level="warning")
-    server = _QuietServer(config)
+    """Serve the real API as ``ccpush serve`` does on ``sock``; stopped when ``stack`` closes.
+    Ctrl-C is left to the demo (which stops everything, then summarizes)."""
+    server = make_server(create_api(service, admin_token=token), service.settings)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="ccpush-demo-api")
 
     async def stop() -> None:
@@ -497,14 +495,6 @@ async def serve_api(
             raise RuntimeError("the API server did not start")
         await asyncio.sleep(0.02)
     return f"http://127.0.0.1:{port_of(sock)}"
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn, leaving Ctrl-C to the demo (which stops everything, then summarizes)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @contextlib.contextmanager
@@ -573,7 +563,7 @@ def announce(timeline: Timeline, records: int, deadline: float, where: dict[str,
     timeline.plain(f"ccpush demo: {records} simulated call records, ending within {deadline:g} s")
     timeline.plain(
         f"  Retry schedule shortened for this demo: {DEMO_SCHEDULE} (a retry 2 seconds after"
-        f" each failed attempt)\n  instead of the contract's {CONTRACT_SCHEDULE} (every"
+        f" each failed attempt)\n  instead of the contract's {CONTRACT_RETRY_SCHEDULE} (every"
         " 30 minutes, up to 3 times). At most 4 attempts either way."
     )
     for name, value in where.items():
@@ -637,7 +627,7 @@ async def _run(
     stack.push_async_callback(receiver.stop)
     token, sock = "demo_" + secrets.token_urlsafe(32), bind_loopback()
     settings = demo_settings(tmp, token, port_of(sock))
-    tally = Tally(timeline, settings.schedule.max_attempts)
+    tally = Tally(timeline, settings.retry_schedule.max_attempts)
     service = Service(settings, listeners=[tally])
     await service.start()
     stack.push_async_callback(service.stop)

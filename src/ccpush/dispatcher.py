@@ -10,15 +10,25 @@
 A worker that dies loses nothing: what it held is claimed again when its lease runs out.
 A worker that stops gives back what it claimed and did not push.
 
-Isolation: a slow or unreachable receiver holds only its app's share of the pushers. While
+One outcome the store cannot hold never holds back the others: the senders make every
+answer storable (``ccpush.answers``), and should the store still refuse a value
+(``StoreRefusedValue``), the writer writes the batch in halves until the refused outcome is
+alone, and writes that one without the receiver's answer (``unstorable``). A store that
+fails otherwise (an outage) is tried again with the whole batch, less and less often.
+
+Isolation: each host has its own in-flight limit (``ccpush.pacing.HostLimits``): it starts
+small, grows while the host answers at its usual latency, halves on a 5xx and drops to one
+push when the host times out or refuses connections, so a hanging host holds one pusher,
+not a share of them; a 429 or 503 also holds the host's other pushes for a while. While
 more than a quarter of the pushers are free, any app may take one; the last quarter goes
-only to apps under an equal share that leaves room for one more app (``concurrency`` /
-(apps with work + 1)), so an app that starts sending finds a pusher although others' pushes
-hang. No host gets more than ``per_host`` at once (by default half the pushers: what an app
-alone may take), so no push ever waits inside the HTTP client for a connection. Apps take
-turns; the claimer claims ahead (a batch or two beyond the pushers) and skips or limits the
-apps that have enough waiting here for their pace, so claimed work never piles up behind a
-slow app: its deliveries wait in the store.
+only to apps under an equal share that leaves room for one more app
+(``ccpush.pacing.FairShare``), so an app that starts sending finds a pusher although
+others' pushes hang. No host gets more than ``per_host`` at once, so no push ever waits
+inside the HTTP client for a connection. Apps take turns; the claimer claims ahead (a
+batch or two beyond the pushers) and skips or limits the apps that have enough waiting
+here for their pace, so claimed work never piles up behind a slow app: its deliveries wait
+in the store. Stopping, pushes in flight have ``shutdown_grace`` to end; those still
+hanging are abandoned and their deliveries given back.
 """
 
 from __future__ import annotations
@@ -35,12 +45,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
+from ccpush.answers import UNSTORABLE_ANSWER
 from ccpush.clock import Clock
-from ccpush.models import Claimed, Completion, DeliveryState, Outcome
+from ccpush.errors import StoreRefusedValue
+from ccpush.models import Claimed, Completion, DeliveryState, ErrorKind, Outcome
+from ccpush.pacing import FairShare, HostLimits, HostRules, Signal, signal_of
 from ccpush.retry import RetrySchedule
-from ccpush.sender import PUSH_HEADERS, Pushes
-from ccpush.signing import push_headers
+from ccpush.senders import Pushes
+from ccpush.signing import signature_header
 from ccpush.store.base import Store
+from ccpush.wire import DEFAULT_ZONE, fixed_headers, headers_of_test_push, push_headers
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +82,8 @@ KEPT_PER_CACHE: Final = 4096
 TRIES_WHEN_STOPPING: Final = 3
 """Tries to write outcomes once stopping; then they are dropped, and their deliveries are
 pushed again when their leases run out."""
+CAP_LOG_INTERVAL: Final = 60.0
+"""Seconds at least between two logs saying every pusher is busy."""
 
 
 def store_retry_delay(failures: int) -> float:
@@ -84,7 +100,10 @@ class DispatchSettings:
     batch_size: int = 256
     poll_interval: float = 1.0
     """Seconds between looks at the store when nothing woke the dispatcher."""
-    record_timezone: str = "+08:00"
+    record_timezone: str = DEFAULT_ZONE
+    shutdown_grace: float = 5.0
+    """Seconds pushes in flight may take to end once stopping; then they are abandoned and
+    their deliveries given back (pushed again: a repeat at most, never a loss)."""
 
 
 def worker_name() -> str:
@@ -119,15 +138,11 @@ class Dispatcher:
         self.settings = settings
         self.owner = worker_name()
         self.listeners = list(listeners)
-        self._same_headers = {
-            **PUSH_HEADERS,
-            "ccpush-record-timezone": settings.record_timezone,
-        }
+        self._same_headers = fixed_headers(settings.record_timezone)
         concurrency = settings.concurrency
-        self._per_host = min(sender.limits.per_host, concurrency)
-        self._shared_from = concurrency - concurrency // 4
-        """Pushes in flight from which an app at its fair share waits: the last quarter of
-        the pushers is kept for apps under their share."""
+        self._fair = FairShare(concurrency)
+        self.host_limits = HostLimits(HostRules(maximum=min(sender.limits.per_host, concurrency)))
+        """Per host, the pushes it may have in flight, following how it answers."""
         self._ahead = concurrency + 2 * settings.batch_size
         """Claim while fewer than this are in flight or ready to push (a batch or two ahead
         of the pushers)."""
@@ -144,7 +159,12 @@ class Dispatcher:
         self._over_share: set[str] = set()
         """Apps with deliveries waiting, held back for being at their fair share."""
         self._host_full: dict[str, set[str]] = {}
-        """Apps with deliveries waiting, held back by their host's cap."""
+        """Apps with deliveries waiting, held back by their host's limit or hold."""
+        self._host_timers: dict[str, asyncio.TimerHandle] = {}
+        """Per held host, the call that lets its apps take turns again."""
+        self._abandoned: list[int] = []
+        """Deliveries whose pushes were given up on when stopping."""
+        self._cap_logged = -CAP_LOG_INTERVAL
         self._held = 0
         """Claimed deliveries waiting here."""
         self._ready = 0
@@ -212,10 +232,27 @@ class Dispatcher:
                 await self._give_back(waiting)
             except Exception:
                 log.exception("could not give back %d claimed deliveries", len(waiting))
-            # What was handed to a pusher is pushed (each push is bounded by its timeout).
-            await asyncio.gather(*pushers, return_exceptions=True)
+            await self._end_pushes(pushers)
             _resolve(self._writer)
             await writer
+
+    async def _end_pushes(self, pushers: list[asyncio.Task[None]]) -> None:
+        """Let the pushes in flight end within the grace period; then abandon the others
+        and give their deliveries back, for this or another worker to push again."""
+        _, hanging = await asyncio.wait(pushers, timeout=self.settings.shutdown_grace)
+        for pusher in hanging:
+            pusher.cancel()
+        await asyncio.gather(*pushers, return_exceptions=True)
+        for timer in self._host_timers.values():
+            timer.cancel()
+        self._host_timers.clear()
+        abandoned, self._abandoned = self._abandoned, []
+        if abandoned:
+            log.warning("stopping: gave up on %d pushes still in flight", len(abandoned))
+            try:
+                await self._give_back(abandoned)
+            except Exception:
+                log.exception("could not give back %d deliveries", len(abandoned))
 
     @property
     def held_back(self) -> frozenset[str]:
@@ -360,6 +397,19 @@ class Dispatcher:
                 self._ready += 1
         self._held += len(claimed)
         self._hand_out()
+        if self._ready and not self._idle:
+            self._log_cap()
+
+    def _log_cap(self) -> None:
+        """Say, at most once a minute, that claimed work waits for a pusher."""
+        now = time.monotonic()
+        if now - self._cap_logged >= CAP_LOG_INTERVAL:
+            self._cap_logged = now
+            log.info(
+                "all %d pushers are busy; %d claimed deliveries wait for one (CCPUSH_CONCURRENCY)",
+                self.settings.concurrency,
+                self._ready,
+            )
 
     def _hand_out(self) -> None:
         idle = self._idle
@@ -386,12 +436,12 @@ class Dispatcher:
             item, deadline = queue[0]
             host = hosts.get(item.push_url) or self._host(item.push_url)
             on_host = host_busy.get(host, 0)
-            if on_host >= self._per_host:
+            if on_host >= self.host_limits.limit(host) or self._host_held(host, now):
                 self._host_full.setdefault(host, set()).add(app)
                 self._park(app, len(queue))
                 continue
             busy = app_busy.get(app, 0)
-            if busy and self._in_flight >= self._shared_from and busy >= self._share():
+            if not self._fair.may_take(busy, self._in_flight, len(self._active)):
                 self._over_share.add(app)
                 self._park(app, len(queue))
                 continue
@@ -418,12 +468,24 @@ class Dispatcher:
             return item, host
         return None
 
-    def _share(self) -> int:
-        """What an app may have in flight once only the last quarter of the pushers is free:
-        an equal share that leaves room for one more app (an app alone: every pusher its
-        host's cap allows)."""
-        active = len(self._active)
-        return self.settings.concurrency // (active + 1) if active > 1 else self._per_host
+    def _host_held(self, host: str, now: float) -> bool:
+        """Whether ``host`` asked to be left alone until later (429, 503): its apps take
+        turns again when the hold ends."""
+        until = self.host_limits.held_until(host, now)
+        if until is None:
+            return False
+        if host not in self._host_timers:
+            loop = asyncio.get_running_loop()
+            delay = until - now
+            self._host_timers[host] = loop.call_later(delay, self._hold_ended, host)
+        return True
+
+    def _hold_ended(self, host: str) -> None:
+        self._host_timers.pop(host, None)
+        held_back = self._host_full.pop(host, None)
+        if held_back:
+            self._unpark(held_back)
+            self._hand_out()
 
     def _park(self, app: str, waiting: int) -> None:
         self._parked.add(app)
@@ -473,7 +535,7 @@ class Dispatcher:
             if held_back:
                 self._unpark(held_back)
         if self._over_share:
-            if self._in_flight < self._shared_from:
+            if self._in_flight < self._fair.shared_from:
                 self._unpark(self._over_share)
                 self._over_share.clear()
             elif app in self._over_share:
@@ -501,17 +563,31 @@ class Dispatcher:
                 outcome = await self.sender.send(
                     item.push_url, item.body, self.headers_for(item, now), started_at=now
                 )
-                self._keep_pace(item.app_id, outcome.duration_ms / 1000)
+                took = outcome.duration_ms / 1000
+                self._keep_pace(item.app_id, took)
+                self._learn(host, outcome, took)
                 done = self._done
                 done.append(self.decide(item, outcome))
                 if len(done) == 1:
                     self._flush_later()
                 elif len(done) >= self.settings.batch_size:
                     _resolve(self._writer)
+            except asyncio.CancelledError:
+                self._abandoned.append(item.delivery_id)
+                raise
             finally:
                 self._finish(item, host)
             if self._idle and self._turns:
                 self._hand_out()
+
+    def _learn(self, host: str, outcome: Outcome, took: float) -> None:
+        """Let the host's limit follow how it answered (``ccpush.pacing.HostLimits``)."""
+        signal = signal_of(outcome)
+        limits = self.host_limits
+        before = limits.limit(host)
+        limits.record(host, signal, took, time.monotonic())
+        if signal is not Signal.FINE and limits.limit(host) == limits.rules.floor < before:
+            log.info("pushes to %s held to one at a time after: %s", host, outcome.error)
 
     def _keep_pace(self, app: str, took: float) -> None:
         pace = self._pace
@@ -575,8 +651,7 @@ class Dispatcher:
             self._flush_timer = None
         try:
             if batch:
-                await self._write(batch)
-                batch = []
+                await self._write_apart(batch, len(batch))
             await self._give_back(expired)
         except Exception:
             self._done[:0] = batch
@@ -629,7 +704,8 @@ class Dispatcher:
             outcomes = await asyncio.gather(
                 *(self.sender.send(c.push_url, c.body, self.headers_for(c)) for c in claimed)
             )
-            await self._write([self.decide(c, o) for c, o in zip(claimed, outcomes, strict=True)])
+            done = [self.decide(c, o) for c, o in zip(claimed, outcomes, strict=True)]
+            await self._write_apart(done, len(done))
             made += len(claimed)
         return made
 
@@ -657,31 +733,88 @@ class Dispatcher:
         """The Standard Webhooks headers (``webhook-id`` the same on every attempt of a
         delivery) and ccpush's own, for an attempt starting ``now`` (default: the clock's)."""
         timestamp = int((now or self.clock.now()).timestamp())
-        headers = push_headers(item.signing_keys, f"dlv_{item.delivery_id}", timestamp, item.body)
-        headers.update(self._same_headers)
-        headers["ccpush-sequence"] = str(item.sequence)
-        headers["ccpush-record-version"] = str(item.version)
-        headers["ccpush-attempt"] = str(item.attempt)
-        return headers
+        msg_id, keys = f"dlv_{item.delivery_id}", item.signing_keys
+        signature = signature_header(keys, msg_id, timestamp, item.body) if keys else None
+        return push_headers(
+            self._same_headers,
+            msg_id,
+            timestamp,
+            signature,
+            item.sequence,
+            item.version,
+            item.attempt,
+        )
 
     def test_headers(self, keys: tuple[str, ...], body: bytes) -> dict[str, str]:
         """Headers of a test push: signed like a real one, and marked as a test."""
         timestamp = int(self.clock.now().timestamp())
-        return {
-            **push_headers(keys, "test_" + secrets.token_hex(8), timestamp, body),
-            "ccpush-attempt": "1",
-            "ccpush-record-timezone": self.settings.record_timezone,
-            "ccpush-test": "true",
-        }
+        msg_id = "test_" + secrets.token_hex(8)
+        signature = signature_header(keys, msg_id, timestamp, body) if keys else None
+        return headers_of_test_push(msg_id, timestamp, signature, self.settings.record_timezone)
 
     def decide(self, item: Claimed, outcome: Outcome) -> Completion:
-        """What follows an attempt: delivered, another try at the scheduled time, or failed."""
+        """What follows an attempt: delivered, another try at the scheduled time, or failed.
+        A push the address guard blocked fails at once: another try would be blocked too."""
         if outcome.ok:
             state, next_at = DeliveryState.DELIVERED, None
+        elif outcome.error_kind is ErrorKind.BLOCKED:
+            state, next_at = DeliveryState.FAILED, None
         else:
             next_at = self.settings.schedule.next_attempt_at(item.attempt, outcome.started_at)
             state = DeliveryState.FAILED if next_at is None else DeliveryState.PENDING
         return Completion(claimed=item, outcome=outcome, next_state=state, next_attempt_at=next_at)
+
+    async def _write_apart(self, batch: list[Completion], count: int) -> None:
+        """Write the first ``count`` completions of ``batch``, and take them out of it.
+
+        If the store refuses a value in them, write them in halves, and halves of those,
+        until each refused completion is alone (``_write_refused``): the others are written
+        as if it were not there. A failure of the store is raised, ``batch`` still holding
+        what was not written."""
+        try:
+            await self._write(batch if count == len(batch) else batch[:count])
+        except StoreRefusedValue as exc:
+            if count > 1:
+                half = count // 2
+                await self._write_apart(batch, half)
+                await self._write_apart(batch, count - half)
+                return
+            await self._write_refused(batch[0], exc)
+        del batch[:count]
+
+    async def _write_refused(self, done: Completion, refusal: StoreRefusedValue) -> None:
+        """Write an attempt the store refused as ``unstorable`` makes it; should the store
+        refuse that too, drop it (its delivery is pushed again when its lease runs out)."""
+        claimed = done.claimed
+        fields = {
+            "app_id": claimed.app_id,
+            "delivery_id": claimed.delivery_id,
+            "call_session_id": claimed.call_session_id,
+            "attempt": claimed.attempt,
+        }
+        log.error(
+            "the store refused the outcome of attempt %d of delivery %d (app %s, call %s): %s;"
+            " written without the receiver's answer",
+            claimed.attempt,
+            claimed.delivery_id,
+            claimed.app_id,
+            claimed.call_session_id,
+            refusal,
+            extra=fields,
+        )
+        try:
+            await self._write([unstorable(done)])
+        except StoreRefusedValue:
+            log.exception(
+                "the store refused the outcome of attempt %d of delivery %d (app %s, call %s)"
+                " even without the receiver's answer; dropped: the delivery is pushed again"
+                " when its lease runs out",
+                claimed.attempt,
+                claimed.delivery_id,
+                claimed.app_id,
+                claimed.call_session_id,
+                extra=fields,
+            )
 
     async def _write(self, batch: list[Completion]) -> None:
         await self.store.complete(batch, owner=self.owner)
@@ -691,6 +824,14 @@ class Dispatcher:
                     listener(done)
                 except Exception:
                     log.exception("attempt listener failed")
+
+
+def unstorable(done: Completion) -> Completion:
+    """An attempt whose outcome the store refused, as it is written in its place: what the
+    attempt was and when, its error kind and status, and ``UNSTORABLE_ANSWER`` in place of
+    the texts taken from the receiver's answer."""
+    outcome = done.outcome._replace(error=UNSTORABLE_ANSWER, response_excerpt=None)
+    return done._replace(outcome=outcome)
 
 
 async def _resolved_or_after(waiter: asyncio.Future[None], seconds: float) -> None:

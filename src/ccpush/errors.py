@@ -17,7 +17,7 @@
     └── TargetRefused (also an OSError)
 
 A failed push is not an exception: it is an attempt outcome, stored as data
-(see ``ccpush.sender``).
+(see ``ccpush.senders``).
 """
 
 from __future__ import annotations

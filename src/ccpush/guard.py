@@ -7,9 +7,10 @@ tests and the demo reach their loopback receivers).
 
 The addresses checked are the ones connected to, at three points:
 
-* ``check_url``, before a request: the scheme, and a host written as an IP address in
-  any spelling ``getaddrinfo`` accepts (``2130706433``, ``0177.0.0.1``, ``0x7f.1``...),
-  so that the refusal names the real address.
+* ``check_url``, before a request: the scheme, a host name DNS cannot hold (a label over
+  63 characters, a name over 253, a character no host name has), and a host written as an
+  IP address in any spelling ``getaddrinfo`` accepts (``2130706433``, ``0177.0.0.1``,
+  ``0x7f.1``...), so that the refusal names the real address.
 * ``GuardedResolver``, every DNS answer: all its addresses are checked, and aiohttp
   connects to exactly those (and caches only those), so an answer that changes between
   the configuration check and the push (DNS rebinding) is checked again when it counts.
@@ -20,12 +21,17 @@ The addresses checked are the ones connected to, at three points:
 A refusal is a ``TargetRefused``. It is an ``OSError``, so aiohttp carries it out of the
 resolver as ``ClientConnectorDNSError.os_error`` and out of the socket factory as
 ``ClientConnectorError.os_error``; ``refusal_in`` finds it again in what aiohttp raised.
+
+The check made when an address is configured (``check_target``) says, for a loopback or
+private address, which setting would open it (``how_to_allow``): the one who sees that
+message is setting up a receiver, often on the platform's own network or machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,6 +45,9 @@ from yarl import URL
 from ccpush.errors import TargetRefused
 
 __all__ = [
+    "ALLOWED_NETWORKS_SETTING",
+    "LOOPBACK_NETWORKS",
+    "AddressRefused",
     "GuardedResolver",
     "TargetPolicy",
     "TargetRefused",
@@ -46,6 +55,8 @@ __all__ = [
     "check_target",
     "check_url",
     "guarded_socket_factory",
+    "host_problem",
+    "how_to_allow",
     "literal_address",
     "refusal_in",
 ]
@@ -56,10 +67,19 @@ IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCHEMES: Final = frozenset({"http", "https"})
 RESOLVE_SECONDS: Final = 10.0
 """How long ``check_target`` waits for a DNS answer."""
+MAX_NAME_LENGTH: Final = 253
+"""The longest host name DNS holds (RFC 1035), without its final dot."""
+MAX_LABEL_LENGTH: Final = 63
+"""The longest label (the text between two dots) of a host name."""
+_LABEL: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _ranges(*entries: tuple[str, str]) -> tuple[tuple[IPNetwork, str], ...]:
     return tuple((ipaddress.ip_network(network), label) for network, label in entries)
+
+
+def _networks(*entries: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(entry) for entry in entries)
 
 
 # First match names the range, so the narrower ranges come first.
@@ -98,6 +118,17 @@ V6_RANGES: Final = _ranges(
     ("ff00::/8", "multicast address"),
 )
 NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+LOOPBACK_NETWORKS: Final = _networks("127.0.0.0/8", "::1/128")
+"""This machine: what development mode (``ccpush serve --dev``) lets pushes reach."""
+PRIVATE_NETWORKS: Final = _networks(
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"
+)
+"""Where on-premises receivers live: the networks a refusal says how to open."""
+ALLOWED_NETWORKS_SETTING: Final = "CCPUSH_ALLOWED_TARGET_NETWORKS"
+"""The setting that opens networks to pushes (``Settings.allowed_target_networks``)."""
+DEV_MODE: Final = "ccpush serve --dev"
+IN_6TO4: Final = "in 6to4"
+"""How a 6to4 address holds its IPv4 one: reached through a relay, not at it."""
 METADATA: Final[dict[IPAddress, str]] = {
     ipaddress.ip_address("169.254.169.254"): "cloud metadata",
     ipaddress.ip_address("169.254.170.2"): "container metadata",
@@ -152,7 +183,9 @@ def check_address(ip: IPAddress | str, policy: TargetPolicy) -> str | None:
     if policy.allows(address):
         return None
     if policy.only_allowed:
-        return f"address {address} is outside the allowed target networks"
+        return (
+            f"address {address} is outside the allowed target networks ({ALLOWED_NETWORKS_SETTING})"
+        )
     if isinstance(address, ipaddress.IPv6Address):
         return _check_v6(address, policy)
     return _refusal(address, V4_RANGES)
@@ -165,7 +198,7 @@ def _check_v6(address: ipaddress.IPv6Address, policy: TargetPolicy) -> str | Non
         reason = check_address(inner, policy)
         if reason is not None:
             return f"{reason} ({how} {address})"
-        if how != "in 6to4":  # a mapped or NAT64 address reaches exactly the IPv4 one
+        if how != IN_6TO4:  # a mapped or NAT64 address reaches exactly the IPv4 one
             return None
     return _refusal(address, V6_RANGES)
 
@@ -176,7 +209,7 @@ def _embedded_v4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address,
     if address in NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF), "via NAT64"
     if address.sixtofour is not None:
-        return address.sixtofour, "in 6to4"
+        return address.sixtofour, IN_6TO4
     return None
 
 
@@ -206,6 +239,37 @@ def _named(label: str, address: IPAddress) -> str:
     return f"{label} {address}" + (f" ({note})" if note else "")
 
 
+def how_to_allow(address: IPAddress) -> str | None:
+    """How an operator lets pushes reach ``address``, refused as loopback or private: the
+    setting that opens it, and development mode for loopback. None for every other address
+    (metadata, multicast, documentation...): no receiver should live there."""
+    embedded = _embedded_v4(address) if isinstance(address, ipaddress.IPv6Address) else None
+    if embedded is not None and embedded[1] == IN_6TO4:
+        return None
+    inner = address if embedded is None else embedded[0]
+    if inner in METADATA:
+        return None
+    if _within(inner, LOOPBACK_NETWORKS):
+        loopback = next(net for net in LOOPBACK_NETWORKS if net.version == inner.version)
+        return f"{ALLOWED_NETWORKS_SETTING}={loopback} allows it, or {DEV_MODE} for local testing"
+    if _within(inner, PRIVATE_NETWORKS):
+        exact = ipaddress.ip_network(inner)
+        return f"{ALLOWED_NETWORKS_SETTING}={exact} (or a network holding it) allows it"
+    return None
+
+
+def _within(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
+
+
+class AddressRefused(TargetRefused):
+    """A ``TargetRefused`` for one address a host name resolved to, which it keeps."""
+
+    def __init__(self, message: str, address: IPAddress) -> None:
+        super().__init__(message)
+        self.address = address
+
+
 def literal_address(host: str) -> tuple[IPAddress, bool] | None:
     """The address a host written as an IP address names, and whether it is spelt unusually.
 
@@ -232,24 +296,72 @@ def literal_address(host: str) -> tuple[IPAddress, bool] | None:
 def check_url(url: URL, policy: TargetPolicy) -> str | None:
     """Why a push may not go to ``url`` without looking anything up, or None.
 
-    Refuses schemes other than http and https, and hosts written as a forbidden IP address.
-    A host name is left to ``GuardedResolver``.
+    Refuses schemes other than http and https, host names DNS cannot hold, and hosts
+    written as a forbidden IP address. Whether a host name's addresses are allowed is left
+    to ``GuardedResolver``.
     """
     scheme = url.scheme.lower()
     if scheme not in SCHEMES:
         shown = f"scheme {url.scheme!r}" if scheme else "no scheme"
         return f"{shown}: a push address must be http or https"
-    host = url.host
-    if not host:
+    raw_host = url.raw_host  # as sent: IDNA-encoded
+    if not raw_host:
         return None
+    problem = host_problem(raw_host)
+    if problem is not None:
+        return problem
+    try:
+        host = url.host or raw_host  # decoded: an IPv6 zone as written (fe80::1%eth0)
+    except UnicodeError:
+        return f"the host name {_shown(raw_host)} is not valid IDNA"
     literal = literal_address(host)
     if literal is None:
-        return f"host {host!r} is not a valid IPv6 address" if ":" in host else None
+        return None
     address, unusual = literal
     reason = check_address(address, policy)
     if reason is not None and unusual:
         return f"{reason} (written {host})"
     return reason
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` (a URL's host as sent: IDNA-encoded, an IPv6 address without brackets)
+    names no host, or None.
+
+    A name must fit DNS: at most 253 characters, labels of 1 to 63 letters, digits, hyphens
+    and underscores, a label in ``xn--`` form valid punycode.
+    """
+    if literal_address(host) is not None:
+        return None
+    if ":" in host:
+        return f"host {host!r} is not a valid IPv6 address"
+    name = host.removesuffix(".")
+    if len(name) > MAX_NAME_LENGTH:
+        return f"the host name is longer than {MAX_NAME_LENGTH} characters"
+    for label in name.split("."):
+        problem = _label_problem(label)
+        if problem is not None:
+            return f"the host name {_shown(name)} {problem}"
+    return None
+
+
+def _label_problem(label: str) -> str | None:
+    if not label:
+        return "has an empty label (two dots in a row, or a dot first)"
+    if len(label) > MAX_LABEL_LENGTH:
+        return f"has a label of {len(label)} characters (at most {MAX_LABEL_LENGTH})"
+    if not _LABEL.fullmatch(label):
+        return "has a character no host name may hold"
+    if label[:4].lower() == "xn--":
+        try:
+            URL.build(scheme="http", host=label).host  # noqa: B018 - decodes it as aiohttp does
+        except UnicodeError:
+            return f"has a label that is not valid IDNA ({label})"
+    return None
+
+
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= 40 else name[:37] + "...")
 
 
 class GuardedResolver(AbstractResolver):
@@ -267,13 +379,16 @@ class GuardedResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        answers = await self._wrapped().resolve(host, port, family)
+        try:
+            answers = await self._wrapped().resolve(host, port, family)
+        except UnicodeError as exc:  # the system resolver cannot encode the name
+            raise socket.gaierror(socket.EAI_NONAME, f"{host} is not a valid host name") from exc
         if not answers:
             raise socket.gaierror(socket.EAI_NONAME, f"{host} resolves to no address")
         for answer in answers:
             reason = check_address(answer["host"], self.policy)
             if reason is not None:
-                raise TargetRefused(f"{host} resolves to {reason}")
+                raise _refusal_of(answer["host"], f"{host} resolves to {reason}")
         return answers
 
     async def close(self) -> None:
@@ -284,6 +399,13 @@ class GuardedResolver(AbstractResolver):
         if self._resolver is None:  # made here: ThreadedResolver wants a running loop
             self._resolver = ThreadedResolver()
         return self._resolver
+
+
+def _refusal_of(host: str, message: str) -> TargetRefused:
+    try:
+        return AddressRefused(message, ipaddress.ip_address(host))
+    except ValueError:  # not an address at all: nothing an operator could open
+        return TargetRefused(message)
 
 
 def guarded_socket_factory(policy: TargetPolicy) -> SocketFactoryType:
@@ -333,14 +455,34 @@ async def check_target(
         return f"not a valid URL: {exc}"
     reason = check_url(parsed, policy)
     if reason is not None:
-        return reason
+        return _hinted(reason, _refused_literal(parsed, policy))
     host = parsed.raw_host
     if not host:
         return "the push address has no host"
-    literal = literal_address(parsed.host or host)
+    literal = literal_address(parsed.host or host)  # check_url made sure it decodes
     if literal is not None:
         return _unusual_spelling(host, literal)
     return await _check_name(host, port or 0, policy, resolver)
+
+
+def _refused_literal(url: URL, policy: TargetPolicy) -> IPAddress | None:
+    """The host of ``url`` if it is an IP address and the address is why ``check_url``
+    refused it (not the scheme, nor the host's spelling)."""
+    if url.scheme.lower() not in SCHEMES:
+        return None
+    try:
+        literal = literal_address(url.host or "")
+    except UnicodeError:
+        return None
+    if literal is None or check_address(literal[0], policy) is None:
+        return None
+    return literal[0]
+
+
+def _hinted(reason: str, address: IPAddress | None) -> str:
+    """A refusal, with how to allow the refused address when a setting can."""
+    hint = None if address is None else how_to_allow(address)
+    return reason if hint is None else f"{reason}; {hint}"
 
 
 def _unusual_spelling(host: str, literal: tuple[IPAddress, bool]) -> str | None:
@@ -360,6 +502,8 @@ async def _check_name(
     try:
         async with asyncio.timeout(RESOLVE_SECONDS):
             await guarded.resolve(host, port, socket.AF_UNSPEC)
+    except AddressRefused as exc:
+        return _hinted(str(exc), exc.address)
     except TargetRefused as exc:
         return str(exc)
     except TimeoutError:

@@ -32,6 +32,7 @@ from typing import Annotated, Final
 import typer
 
 from ccpush.receiver import (
+    DEFAULT_TOLERANCE,
     CallType,
     GapTracker,
     Headers,
@@ -41,6 +42,7 @@ from ccpush.receiver import (
     Verifier,
     parse_push,
 )
+from ccpush.wire import SECRET_PREFIX, WEBHOOK_TIMESTAMP
 
 FAILED_STATUS: Final = 500
 REFUSED_STATUS: Final = 401
@@ -66,7 +68,7 @@ class ListenOptions:
     fail_rate: float = 0.0
     seed: int | None = None
     show_json: bool = False
-    tolerance: float = 300.0
+    tolerance: float = DEFAULT_TOLERANCE.total_seconds()
 
 
 def _print(line: str) -> None:
@@ -252,7 +254,8 @@ def listen(
         list[str] | None,
         typer.Option(
             envvar="CCPUSH_LISTEN_SECRET",
-            help="The app's whsec_ signing secret, to verify pushes (repeat it during a rotation).",
+            help=f"The app's {SECRET_PREFIX} signing secret, to verify pushes (repeat it during"
+            " a rotation).",
         ),
     ] = None,
     status: Annotated[
@@ -284,9 +287,9 @@ def listen(
         typer.Option(
             envvar="CCPUSH_LISTEN_TOLERANCE",
             min=0,
-            help="Seconds a push's webhook-timestamp may differ from this machine's clock.",
+            help=f"Seconds a push's {WEBHOOK_TIMESTAMP} may differ from this machine's clock.",
         ),
-    ] = 300.0,
+    ] = DEFAULT_TOLERANCE.total_seconds(),
 ) -> None:
     """Receive pushes on this machine and print each one, to test an integration."""
     options = ListenOptions(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from ccpush.answers import UNSTORABLE_ANSWER
 from ccpush.clock import Clock
 from ccpush.models import Completion, DeliveryState, ErrorKind, IngestResult, IngestStatus
 from ccpush.store.base import Store
@@ -50,9 +52,47 @@ class Metrics:
         self._attempt_counters: dict[
             tuple[int | None, ErrorKind | None, DeliveryState], Counter
         ] = {}
+        self.unstorable = Counter(
+            "ccpush_unstorable_answers",
+            "Attempts whose outcome the store refused, written without the receiver's answer"
+            " (alert on any: an answer the senders did not make storable)",
+            registry=self.registry,
+        )
         self.oldest_due = Gauge(
             "ccpush_oldest_due_age_seconds",
             "How long the oldest due delivery has waited (0: none is late)",
+            registry=self.registry,
+        )
+        self.source_consumed = Counter(
+            "ccpush_source_consumed",
+            "Messages taken from a broker source",
+            ["source"],
+            registry=self.registry,
+        )
+        self.source_stored = Counter(
+            "ccpush_source_stored",
+            "Messages of a broker source whose record was stored (duplicates included), then"
+            " acknowledged",
+            ["source"],
+            registry=self.registry,
+        )
+        self.source_skipped = Counter(
+            "ccpush_source_skipped",
+            "Messages of a broker source acknowledged without a record, on purpose (FreeSWITCH"
+            " legs whose call another leg's CDR carries)",
+            ["source"],
+            registry=self.registry,
+        )
+        self.source_dead_lettered = Counter(
+            "ccpush_source_dead_lettered",
+            "Invalid messages of a broker source published to its dead-letter target",
+            ["source"],
+            registry=self.registry,
+        )
+        self.source_lag = Gauge(
+            "ccpush_source_lag_seconds",
+            "Age of the last message taken from a broker source, by its broker timestamp",
+            ["source"],
             registry=self.registry,
         )
 
@@ -60,6 +100,20 @@ class Metrics:
         """Called for every ingestion request: one increment per status, not per record."""
         for status, count in collections.Counter(result.status for result in results).items():
             self._ingested[status].inc(count)
+
+    def count_refused(self, count: int) -> None:
+        """Records an ingestion request refused (the others of its batch were stored)."""
+        self.ingested.labels("refused").inc(count)
+
+    def source(self, name: str) -> SourceMetrics:
+        """The metrics of one broker source, labelled with its name (password hidden)."""
+        return SourceMetrics(
+            consumed=self.source_consumed.labels(name),
+            stored=self.source_stored.labels(name),
+            skipped=self.source_skipped.labels(name),
+            dead_lettered=self.source_dead_lettered.labels(name),
+            lag=self.source_lag.labels(name),
+        )
 
     def count_attempt(self, done: Completion) -> None:
         """An ``AttemptListener``: called for every attempt written (on the hot path: the
@@ -71,6 +125,8 @@ class Metrics:
             counter = self._attempt_counters[kind] = self.attempts.labels(*_labels(done))
         counter.inc()
         self.latency.observe(outcome.duration_ms / 1000)
+        if outcome.error == UNSTORABLE_ANSWER:
+            self.unstorable.inc()
 
     async def render(self, store: Store, clock: Clock) -> bytes:
         """The exposition text, with the queue's state read now."""
@@ -82,18 +138,20 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class SourceMetrics(NamedTuple):
+    consumed: Counter
+    stored: Counter
+    skipped: Counter
+    dead_lettered: Counter
+    lag: Gauge
+
+
 def _labels(done: Completion) -> tuple[str, str, str]:
     """``outcome``, ``status_class`` and ``error_kind`` of an attempt."""
     outcome = done.outcome
     status = outcome.status_code
     return (
-        _outcome(done),
+        done.result,
         f"{status // 100}xx" if status else "none",
         outcome.error_kind.value if outcome.error_kind else "",
     )
-
-
-def _outcome(done: Completion) -> str:
-    if done.outcome.ok:
-        return "delivered"
-    return "failed" if done.next_state is DeliveryState.FAILED else "retrying"

@@ -143,6 +143,14 @@ class Completion(NamedTuple):
     next_state: DeliveryState
     next_attempt_at: datetime | None
 
+    @property
+    def result(self) -> str:
+        """``delivered``, ``retrying`` (another attempt is scheduled) or ``failed`` (none
+        is): how logs and metrics name what the attempt came to."""
+        if self.outcome.ok:
+            return "delivered"
+        return "failed" if self.next_state is DeliveryState.FAILED else "retrying"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Attempt:

@@ -59,7 +59,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import re
 import threading
 import urllib.error
 import urllib.parse
@@ -68,13 +67,27 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from enum import IntEnum
 from typing import Any, Final, NamedTuple, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ccpush.codes import CallType, HangingDirection, HangupReason
+from ccpush.wire import (
+    ATTEMPT,
+    DEFAULT_ZONE,
+    RECORD_TIMEZONE,
+    RECORD_VERSION,
+    SECRET_PREFIX,
+    SEQUENCE,
+    SIGNATURE_SCHEME,
+    TEST,
+    TIME_FORMAT,
+    WEBHOOK_ID,
+    WEBHOOK_SIGNATURE,
+    WEBHOOK_TIMESTAMP,
+    parse_zone,
+)
 
 __all__ = [
     "CONTRACT_FIELDS",
@@ -95,6 +108,7 @@ __all__ = [
     "MissingHeaderError",
     "Push",
     "PushInfo",
+    "ReceivedRecord",
     "ReceiverError",
     "ReconciliationError",
     "SignatureError",
@@ -110,10 +124,8 @@ __all__ = [
 ]
 
 DEFAULT_TOLERANCE: Final = timedelta(minutes=5)
-DEFAULT_TIMEZONE: Final = timezone(timedelta(hours=8))
+DEFAULT_TIMEZONE: Final = parse_zone(DEFAULT_ZONE)
 """The record time zone when a push does not name one (the platform's convention)."""
-TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
-SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 
 
 class Headers(Protocol):
@@ -169,7 +181,7 @@ def _secret_key(secret: str) -> bytes:
     try:
         return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("a signing secret is whsec_ followed by base64") from None
+        raise ValueError(f"a signing secret is {SECRET_PREFIX} followed by base64") from None
 
 
 def _expected_signature(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
@@ -206,12 +218,13 @@ class Verifier:
         raw = body.encode() if isinstance(body, str) else bytes(body)
         found = _lowered(headers)
         msg_id, timestamp, signatures = (
-            _required(found, name)
-            for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+            _required(found, name) for name in (WEBHOOK_ID, WEBHOOK_TIMESTAMP, WEBHOOK_SIGNATURE)
         )
         self._check_timestamp(timestamp)
         offered = [
-            s.removeprefix("v1,").encode() for s in signatures.split() if s.startswith("v1,")
+            s.removeprefix(SIGNATURE_SCHEME).encode()
+            for s in signatures.split()
+            if s.startswith(SIGNATURE_SCHEME)
         ]
         for key in self._keys:
             expected = _expected_signature(key, msg_id, timestamp, raw)
@@ -223,7 +236,7 @@ class Verifier:
         try:
             sent = datetime.fromtimestamp(int(text), UTC)
         except (ValueError, OverflowError, OSError):
-            raise TimestampError(f"webhook-timestamp {text!r} is not unix seconds") from None
+            raise TimestampError(f"{WEBHOOK_TIMESTAMP} {text!r} is not unix seconds") from None
         now = self._now()
         if sent < now - self.tolerance:
             raise TimestampError(f"the push is too old: signed {now - sent} ago")
@@ -234,7 +247,7 @@ class Verifier:
 def _required(headers: Mapping[str, str], name: str) -> str:
     value = headers.get(name)
     if not value:
-        hint = " (is signing turned off for the app?)" if name == "webhook-signature" else ""
+        hint = " (is signing turned off for the app?)" if name == WEBHOOK_SIGNATURE else ""
         raise MissingHeaderError(f"the push has no {name} header{hint}")
     return value
 
@@ -242,21 +255,9 @@ def _required(headers: Mapping[str, str], name: str) -> str:
 # Reading the headers
 
 
-def parse_timezone(text: str) -> tzinfo:
-    """A record time zone from ``+08:00``, ``-05:30``, ``UTC`` or an IANA name."""
-    match = re.fullmatch(r"([+-])(\d{2}):(\d{2})", text.strip())
-    if match:
-        sign = 1 if match.group(1) == "+" else -1
-        hours, minutes = int(match.group(2)), int(match.group(3))
-        if hours > 14 or minutes > 59:
-            raise ValueError(f"time zone offset {text!r} is out of range")
-        return timezone(sign * timedelta(hours=hours, minutes=minutes))
-    if text.strip().upper() in ("UTC", "Z"):
-        return UTC
-    try:
-        return ZoneInfo(text.strip())
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {text!r}") from None
+parse_timezone: Final = parse_zone
+"""A record time zone from ``+08:00``, ``-05:30``, ``UTC`` or an IANA name; ``ValueError``
+if it is none of those."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,24 +284,24 @@ class PushInfo:
 def read_push_info(headers: Headers) -> PushInfo:
     """The ccpush headers of a push; ``InvalidPushError`` if one is missing or malformed."""
     found = _lowered(headers)
-    is_test = found.get("ccpush-test", "").strip().lower() == "true"
-    zone_name = found.get("ccpush-record-timezone", "").strip() or "+08:00"
+    is_test = found.get(TEST, "").strip().lower() == "true"
+    zone_name = found.get(RECORD_TIMEZONE, "").strip() or DEFAULT_ZONE
     try:
-        zone = parse_timezone(zone_name)
+        zone = parse_zone(zone_name)
     except ValueError as exc:
-        raise InvalidPushError(f"ccpush-record-timezone: {exc}") from None
-    webhook_id = found.get("webhook-id", "").strip()
+        raise InvalidPushError(f"{RECORD_TIMEZONE}: {exc}") from None
+    webhook_id = found.get(WEBHOOK_ID, "").strip()
     if not webhook_id:
-        raise InvalidPushError("the push has no webhook-id header")
+        raise InvalidPushError(f"the push has no {WEBHOOK_ID} header")
     return PushInfo(
         webhook_id=webhook_id,
-        sequence=None if is_test else _header_int(found, "ccpush-sequence"),
-        version=_header_int(found, "ccpush-record-version", default=1),
-        attempt=_header_int(found, "ccpush-attempt", default=1),
+        sequence=None if is_test else _header_int(found, SEQUENCE),
+        version=_header_int(found, RECORD_VERSION, default=1),
+        attempt=_header_int(found, ATTEMPT, default=1),
         is_test=is_test,
         timezone=zone,
         timezone_name=zone_name,
-        timestamp=_header_time(found.get("webhook-timestamp")),
+        timestamp=_header_time(found.get(WEBHOOK_TIMESTAMP)),
     )
 
 
@@ -324,8 +325,9 @@ def _header_time(text: str | None) -> datetime | None:
 
 
 @dataclass(frozen=True, slots=True)
-class CallRecord:
-    """One call record, the contract's 23 fields in its order, in Python types.
+class ReceivedRecord:
+    """One call record as a receiver reads it (from a push or the reconciliation query): the
+    contract's 23 fields in its order, in Python types.
 
     Enum fields hold the enum member for a documented value and the plain int otherwise
     (a call center may add a hang-up reason; treat what you do not know as "other").
@@ -373,6 +375,12 @@ class CallRecord:
         return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=self.timezone)
 
 
+CallRecord = ReceivedRecord
+"""``ReceivedRecord`` by its first name, which code written for the kit may use (the
+server's ``ccpush.record.CallRecord`` is another class: the contract validated at
+ingestion)."""
+
+
 CONTRACT_FIELDS: Final = {
     "callId": "call_id",
     "callSessionId": "call_session_id",
@@ -398,7 +406,7 @@ CONTRACT_FIELDS: Final = {
     "callEndTime": "call_end_time",
     "voiceUrl": "voice_url",
 }
-"""The contract's field names, in its order, and the ``CallRecord`` attribute of each."""
+"""The contract's field names, in its order, and the ``ReceivedRecord`` attribute of each."""
 
 _TEXT: Final = (
     "callId", "called", "calledInfo", "caller", "ccode", "ccodeName", "agentName",
@@ -413,10 +421,10 @@ _ENUMS: Final[dict[str, type[IntEnum]]] = {
 
 def parse_record(
     body: bytes | str | Mapping[str, Any], zone: tzinfo = DEFAULT_TIMEZONE
-) -> CallRecord:
-    """A ``CallRecord`` from a push body (or its decoded JSON); ``InvalidPushError`` if it is
-    not one. Fields outside the contract are ignored; an absent optional field reads as
-    null, absent ``labels`` as ``()``."""
+) -> ReceivedRecord:
+    """A ``ReceivedRecord`` from a push body (or its decoded JSON); ``InvalidPushError`` if
+    it is not one. Fields outside the contract are ignored; an absent optional field reads
+    as null, absent ``labels`` as ``()``."""
     data = _json_object(body)
     values: dict[str, Any] = {CONTRACT_FIELDS[name]: _text(data, name) for name in _TEXT}
     values.update(
@@ -432,7 +440,7 @@ def parse_record(
         answer_time=_time(data, "answerTime"),
         call_end_time=_time(data, "callEndTime", required=True),
     )
-    return CallRecord(**values, timezone=zone)
+    return ReceivedRecord(**values, timezone=zone)
 
 
 def _json_object(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -506,7 +514,7 @@ class Push:
     """A push read: what its headers say, and its record."""
 
     info: PushInfo
-    record: CallRecord
+    record: ReceivedRecord
 
 
 def parse_push(body: bytes | str, headers: Headers) -> Push:
@@ -667,7 +675,7 @@ class GapTracker:
 class MissedRecord(NamedTuple):
     sequence: int
     version: int
-    record: CallRecord
+    record: ReceivedRecord
 
 
 def fetch_missing(

@@ -7,11 +7,14 @@ Decisions on what the contract leaves open (the README explains each):
 * ``callSessionId``, ``callType``, ``callDuration``, ``callStartTime`` and ``callEndTime`` are
   required at ingestion; the other fields may be absent or null.
 * Times are ``yyyy-MM-dd HH:mm:ss`` wall-clock strings in the platform's record time zone
-  (setting ``CCPUSH_RECORD_TIMEZONE``, announced on every push in a header); they are pushed
-  exactly as ingested.
+  (setting ``CCPUSH_RECORD_TIMEZONE``, announced on every push in a header), in the years
+  ``EARLIEST_YEAR`` to ``LATEST_YEAR``; they are pushed exactly as ingested.
+* Text fits real records: the limits below (``MAX_FREE_TEXT``, ``MAX_IDENTIFIER``,
+  ``MAX_SESSION_ID``, ``MAX_LABELS``) count characters (Unicode code points), and no text
+  holds a control character other than tab, CR and LF (none at all in ``callSessionId``).
 * ``callType``, ``hangupReason`` and ``hangingDirection`` accept values beyond the documented
   ones (0..999), because a call center that adds a reason must not lose records; the
-  documented values are the enums below.
+  documented values are the enums of ``ccpush.codes``.
 * A field that is not in the contract is refused (422, naming the field).
 * ``baseCost`` and ``cost`` are decimal strings (``"0.0150"``), never JSON numbers.
 """
@@ -19,9 +22,8 @@ Decisions on what the contract leaves open (the README explains each):
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Annotated, Any, Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -34,16 +36,36 @@ from pydantic import (
     field_validator,
 )
 
-TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
-CONTENT_TYPE: Final = "application/json;charset=UTF-8"
+MAX_FREE_TEXT: Final = 4096
+"""Characters of a free-text field: ``calledInfo``, ``ccodeName``, ``agentName``,
+``agentGroupName``, ``remark``, ``voiceUrl`` and each label."""
+MAX_IDENTIFIER: Final = 256
+"""Characters of a number or an id: ``callId``, ``called``, ``caller``, ``ccode``,
+``agentAccount``, ``hangupCode``."""
+MAX_SESSION_ID: Final = 256
+"""Characters of ``callSessionId``, the record's identity (a key in the store)."""
+MAX_LABELS: Final = 100
+"""Labels one record may carry."""
+EARLIEST_YEAR: Final = 1970
+LATEST_YEAR: Final = 2099
+"""Times lie in the years ``EARLIEST_YEAR`` to ``LATEST_YEAR``: a call outside them is a
+clock's or a program's mistake, and any such time converts to UTC in every zone."""
 
-
+_TEXT_CONTROLS: Final = r"\x00-\x08\x0B\x0C\x0E-\x1F\x7F"
+_ALL_CONTROLS: Final = r"\x00-\x1F\x7F"
+TEXT_PATTERN: Final = rf"^[^{_TEXT_CONTROLS}]*$"
+"""Text without C0 control characters (tab, LF and CR allowed) nor DEL."""
+SESSION_ID_PATTERN: Final = rf"^[^{_ALL_CONTROLS}]*$"
+"""An identity without any control character."""
+MONEY_PATTERN: Final = r"^-?\d{1,12}(\.\d{1,10})?$"
 _TIME_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 
 
 def _check_time(value: str) -> str:
     if not _TIME_SHAPE.fullmatch(value):
         raise ValueError("must be a time in the format yyyy-MM-dd HH:mm:ss")
+    if not EARLIEST_YEAR <= int(value[:4]) <= LATEST_YEAR:
+        raise ValueError(f"must be a time in the years {EARLIEST_YEAR} to {LATEST_YEAR}")
     try:
         parse_time(value)
     except ValueError:
@@ -59,23 +81,29 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _check_printable(value: str) -> str:
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
-Text = Annotated[str, Field(max_length=256)]
-LongText = Annotated[str, Field(max_length=4096)]
-Url = Annotated[str, Field(max_length=2048)]
-Time = Annotated[str, AfterValidator(_check_time)]
+FreeText = Annotated[str, Field(max_length=MAX_FREE_TEXT, pattern=TEXT_PATTERN)]
+Identifier = Annotated[str, Field(max_length=MAX_IDENTIFIER, pattern=TEXT_PATTERN)]
+Time = Annotated[
+    str,
+    AfterValidator(_check_time),
+    Field(
+        description=f"yyyy-MM-dd HH:mm:ss in the record time zone, years {EARLIEST_YEAR}"
+        f" to {LATEST_YEAR}",
+        json_schema_extra={
+            "pattern": f"^{_TIME_SHAPE.pattern}$",
+            "examples": ["2023-11-17 13:42:30"],
+        },
+    ),
+]
 Money = Annotated[
     str,
-    Field(pattern=r"^-?\d{1,12}(\.\d{1,10})?$", description="USD amount as a decimal string"),
+    Field(pattern=MONEY_PATTERN, description="USD amount as a decimal string"),
 ]
 Code = Annotated[int, Field(ge=0, le=999)]
-SessionId = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_check_printable)]
-Label = Annotated[str, Field(min_length=1, max_length=128)]
+SessionId = Annotated[
+    str, Field(min_length=1, max_length=MAX_SESSION_ID, pattern=SESSION_ID_PATTERN)
+]
+Label = Annotated[str, Field(min_length=1, max_length=MAX_FREE_TEXT, pattern=TEXT_PATTERN)]
 
 
 class CallRecord(BaseModel):
@@ -83,29 +111,29 @@ class CallRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    callId: Text | None = None
+    callId: Identifier | None = None
     callSessionId: SessionId
-    called: Text | None = None
-    calledInfo: Text | None = None
-    caller: Text | None = None
-    ccode: Annotated[str, Field(max_length=8)] | None = None
-    ccodeName: Text | None = None
-    agentName: Text | None = None
-    agentGroupName: Text | None = None
-    agentAccount: Text | None = None
+    called: Identifier | None = None
+    calledInfo: FreeText | None = None
+    caller: Identifier | None = None
+    ccode: Identifier | None = None
+    ccodeName: FreeText | None = None
+    agentName: FreeText | None = None
+    agentGroupName: FreeText | None = None
+    agentAccount: Identifier | None = None
     callDuration: Annotated[int, Field(ge=0, le=31 * 24 * 3600)]
     callType: Code
-    hangupCode: Annotated[str, Field(max_length=16)] | None = None
+    hangupCode: Identifier | None = None
     hangupReason: Code | None = None
     hangingDirection: Code | None = None
-    labels: Annotated[list[Label], Field(max_length=64)] = Field(default_factory=list)
+    labels: Annotated[list[Label], Field(max_length=MAX_LABELS)] = Field(default_factory=list)
     baseCost: Money | None = None
     cost: Money | None = None
-    remark: LongText | None = None
+    remark: FreeText | None = None
     callStartTime: Time
     answerTime: Time | None = None
     callEndTime: Time
-    voiceUrl: Url | None = None
+    voiceUrl: FreeText | None = None
 
     # The time format sorts lexically in time order, so the strings compare as times.
 
@@ -164,9 +192,20 @@ _REASONS: Final = {
     "missing": "is required",
     "int_type": "must be a JSON integer",
     "string_type": "must be a JSON string (or null)",
+    "string_unicode": "must be Unicode text (it holds a lone surrogate such as \\ud800)",
     "list_type": "must be a JSON array of strings",
     "model_type": "must be a JSON object with the call record's fields",
     "model_attributes_type": "must be a JSON object with the call record's fields",
+}
+_CONTROLS_FOUND: Final = {
+    TEXT_PATTERN: (
+        re.compile(f"[{_TEXT_CONTROLS}]"),
+        "must not contain control characters other than tab, CR and LF",
+    ),
+    SESSION_ID_PATTERN: (
+        re.compile(f"[{_ALL_CONTROLS}]"),
+        "must not contain control characters",
+    ),
 }
 
 
@@ -174,36 +213,16 @@ def _reason(item: Any) -> str:
     kind = item["type"]
     if kind in _REASONS:
         return str(_REASONS[kind])
-    if kind == "string_pattern_mismatch" and item["loc"][-1:] in (("cost",), ("baseCost",)):
-        return 'must be a decimal string such as "0.0150"'
+    if kind == "string_pattern_mismatch":
+        return _mismatch_reason(item["ctx"]["pattern"], item["input"])
     message = str(item["msg"])
     return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
-def parse_zone(text: str) -> tzinfo:
-    """A record time zone from ``+08:00``, ``-05:30``, ``UTC`` or an IANA name."""
-    match = re.fullmatch(r"([+-])(\d{2}):(\d{2})", text.strip())
-    if match:
-        sign = 1 if match.group(1) == "+" else -1
-        hours, minutes = int(match.group(2)), int(match.group(3))
-        if hours > 14 or minutes > 59:
-            raise ValueError(f"time zone offset {text!r} is out of range")
-        return timezone(sign * timedelta(hours=hours, minutes=minutes))
-    if text.strip().upper() in ("UTC", "Z"):
-        return UTC
-    try:
-        return ZoneInfo(text.strip())
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {text!r}: use an offset like +08:00 or a name like Asia/Shanghai"
-        ) from None
-
-
-def zone_label(zone: tzinfo) -> str:
-    """How the record time zone is announced on a push (``+08:00`` or an IANA name)."""
-    if isinstance(zone, ZoneInfo):
-        return zone.key
-    offset = zone.utcoffset(None) or timedelta(0)
-    total = int(offset.total_seconds()) // 60
-    sign = "-" if total < 0 else "+"
-    return f"{sign}{abs(total) // 60:02d}:{abs(total) % 60:02d}"
+def _mismatch_reason(pattern: str, value: str) -> str:
+    if pattern == MONEY_PATTERN:
+        return 'must be a decimal string such as "0.0150"'
+    control, reason = _CONTROLS_FOUND[pattern]
+    found = control.search(value)
+    where = f" (U+{ord(found.group()):04X} at character {found.start() + 1})" if found else ""
+    return reason + where

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Final
 
 from ccpush.clock import Clock
 from ccpush.errors import ReplayNotFound
@@ -19,6 +20,9 @@ from ccpush.models import ReplayJob, ReplayState
 from ccpush.store.base import Store
 
 log = logging.getLogger(__name__)
+
+MAX_REPLAY_RECORDS: Final = 100_000
+"""The most records one replay may push again; a larger range must be split."""
 
 
 class ReplayRunner:
@@ -29,9 +33,9 @@ class ReplayRunner:
         *,
         owner: str,
         on_enqueued: Callable[[], None],
+        lease: timedelta,
+        poll_interval: float,
         chunk: int = 1000,
-        lease: timedelta = timedelta(seconds=60),
-        poll_interval: float = 1.0,
     ) -> None:
         self.store = store
         self.clock = clock

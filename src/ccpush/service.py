@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -18,13 +19,14 @@ from ccpush.dispatcher import AttemptListener, Dispatcher, DispatchSettings
 from ccpush.errors import ConfigurationError
 from ccpush.logs import log_attempt
 from ccpush.metrics import Metrics
-from ccpush.push_processes import ProcessSender
-from ccpush.record import parse_zone, zone_label
 from ccpush.replays import ReplayRunner
-from ccpush.sender import Pushes, SenderLimits, local_sender
+from ccpush.senders import make_sender
 from ccpush.settings import MIN_CONSOLE_SECRET_LENGTH, Settings, check_admin_token
+from ccpush.sources.brokers import Intake
+from ccpush.sources.running import start_sources
 from ccpush.store import Store, open_store
 from ccpush.upkeep import Upkeep
+from ccpush.wire import zone_label
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ def resolve_admin_token(settings: Settings) -> AdminToken:
     """The configured token, else the one kept in the data directory, else a new one kept there."""
     if settings.admin_token is not None:
         return AdminToken(settings.admin_token.get_secret_value(), generated=False)
-    token, generated = _kept_secret(Path(settings.data_dir) / "admin-token", "ccpa_")
+    token, generated = _kept_secret(settings.admin_token_path, "ccpa_")
     if not generated:
         check_admin_token(token)
     return AdminToken(token, generated=generated)
@@ -60,11 +62,26 @@ def _kept_secret(path: Path, prefix: str) -> tuple[str, bool]:
     """The secret kept in ``path``, else a new one kept there (mode 0600); and whether new."""
     if path.exists():
         return path.read_text().strip(), False
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     secret = prefix + secrets.token_urlsafe(32)
     path.touch(mode=0o600)
     path.write_text(secret + "\n")
     return secret, True
+
+
+def check_data_dir(path: Path) -> None:
+    """Warn if the data directory (secrets, and by default the SQLite file) is open to other
+    users: ccpush makes it 0700, but one made before, or by hand, may not be."""
+    with contextlib.suppress(FileNotFoundError):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning(
+                "the data directory %s is open to other users (mode %03o): it holds ccpush's"
+                " secrets; make it private with: chmod 700 %s",
+                path,
+                mode,
+                path,
+            )
 
 
 def tune_gc() -> None:
@@ -72,28 +89,6 @@ def tune_gc() -> None:
     keep what start-up made out of every collection (measured: ~8 % less CPU per push)."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-
-
-def make_sender(settings: Settings, clock: Clock, resolver: AbstractResolver | None) -> Pushes:
-    """What makes the pushes with ``settings.http_client``: this process, or
-    ``settings.push_processes`` child processes. ``resolver`` (for the target guard to
-    wrap) is for pushes made here."""
-    limits = SenderLimits(
-        timeout=settings.push_timeout,
-        connect_timeout=settings.push_connect_timeout,
-        concurrency=settings.concurrency,
-        per_host=settings.per_host_concurrency,
-        excerpt_bytes=settings.response_excerpt_bytes,
-    )
-    policy = settings.target_policy
-    client = settings.http_client
-    if not settings.push_processes:
-        return local_sender(client, clock, limits, policy=policy, resolver=resolver)
-    if resolver is not None:
-        raise ValueError("a resolver is for pushes made in this process: no push processes")
-    return ProcessSender(
-        clock, limits, policy=policy, processes=settings.push_processes, client=client
-    )
 
 
 class Service:
@@ -111,7 +106,7 @@ class Service:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.store = store or open_store(settings.store_url)
-        self.zone = parse_zone(settings.record_timezone)
+        self.zone = settings.record_timezone
         self.resolver = resolver
         """The DNS resolver the target guard wraps (None: aiohttp's threaded resolver), for
         pushes made in this process."""
@@ -122,12 +117,13 @@ class Service:
             self.sender,
             self.clock,
             DispatchSettings(
-                schedule=settings.schedule,
-                lease=settings.lease_delta,
+                schedule=settings.retry_schedule,
+                lease=settings.lease,
                 concurrency=settings.concurrency,
                 batch_size=settings.batch_size,
                 poll_interval=settings.poll_interval,
                 record_timezone=zone_label(self.zone),
+                shutdown_grace=settings.shutdown_grace,
             ),
             listeners=[self.metrics.count_attempt, log_attempt, *(listeners or [])],
         )
@@ -136,7 +132,7 @@ class Service:
             self.clock,
             owner=self.dispatcher.owner,
             on_enqueued=self.dispatcher.wake,
-            lease=settings.lease_delta,
+            lease=settings.lease,
             poll_interval=settings.poll_interval,
         )
         self.upkeep = Upkeep(self.store, self.clock, settings.upkeep)
@@ -148,6 +144,7 @@ class Service:
         self._stop.set()
 
     async def start(self, *, dispatch: bool = True) -> None:
+        check_data_dir(Path(self.settings.data_dir))
         await self.store.open()
         await self.sender.start()
         if dispatch:
@@ -157,10 +154,19 @@ class Service:
                 asyncio.create_task(self.dispatcher.run(self._stop), name="ccpush-dispatcher"),
                 asyncio.create_task(self.replays.run(self._stop), name="ccpush-replays"),
                 asyncio.create_task(self.upkeep.run(self._stop), name="ccpush-upkeep"),
+                asyncio.create_task(
+                    self.store.watch_due(self.dispatcher.wake, self._stop), name="ccpush-watch"
+                ),
+                *start_sources(
+                    self.settings.sources,
+                    Intake(self.store, self.clock, self.zone, self.metrics, self.dispatcher.wake),
+                    self._stop,
+                ),
             ]
 
     async def stop(self) -> None:
         self._stop.set()
+        self.replays.wake()  # it waits on its own event, not only on the stop
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

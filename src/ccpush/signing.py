@@ -5,6 +5,7 @@ Every push carries ``webhook-id`` (the same on every attempt of one delivery),
 ``webhook-signature``: ``v1,`` and the base64 HMAC-SHA256, keyed with the app's secret, of
 ``{webhook-id}.{webhook-timestamp}.{body}``. While a secret is being rotated the header holds
 both signatures, separated by a space, so receivers can switch keys at their own pace.
+The headers' names, and the rest of a push's headers, are ``ccpush.wire``'s.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any, Final
 
-SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+from ccpush.wire import SECRET_PREFIX, SIGNATURE_SCHEME
 
 
 def generate_secret() -> str:
@@ -57,7 +58,7 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     inner.update(body)
     outer = outer_pad.copy()
     outer.update(inner.digest())
-    return "v1," + base64.b64encode(outer.digest()).decode()
+    return SIGNATURE_SCHEME + base64.b64encode(outer.digest()).decode()
 
 
 def signature_header(keys: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
@@ -65,11 +66,3 @@ def signature_header(keys: Sequence[str], msg_id: str, timestamp: int, body: byt
     if len(keys) == 1:
         return sign(keys[0], msg_id, timestamp, body)
     return " ".join([sign(secret, msg_id, timestamp, body) for secret in keys])
-
-
-def push_headers(keys: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The three Standard Webhooks headers of a push (no signature when ``keys`` is empty)."""
-    headers = {"webhook-id": msg_id, "webhook-timestamp": str(timestamp)}
-    if keys:
-        headers["webhook-signature"] = signature_header(keys, msg_id, timestamp, body)
-    return headers

@@ -1,6 +1,7 @@
-"""Upkeep: retention of old records, and pausing apps whose address has failed for days.
+"""Upkeep: retention of old records, pausing apps whose address has failed for days, and
+deleting expired idempotency keys and the console sessions signed out long enough ago.
 
-Both run in bounded steps from every dispatching process; on PostgreSQL several processes
+All run in bounded steps from every dispatching process; on PostgreSQL several processes
 can run them at once (purges skip what another has locked; pausing twice is harmless).
 """
 
@@ -11,15 +12,18 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Final
 
 from ccpush.clock import Clock
 from ccpush.models import App, ReplayJob, ReplayKind
+from ccpush.replays import MAX_REPLAY_RECORDS
 from ccpush.store.base import Store
 
 log = logging.getLogger(__name__)
 
-MAX_REPLAY_RECORDS = 100_000
-"""The most records one replay may push again; a larger range must be split."""
+CONSOLE_SESSION_LIFE: Final = timedelta(hours=12)
+"""How long a console session's cookie is accepted after it was written: a session signed
+out longer ago than this has no cookie left that could name it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +41,10 @@ class UpkeepSettings:
 class UpkeepReport:
     purged: int = 0
     paused: list[str] = field(default_factory=list)
+    idempotency_keys: int = 0
+    """Expired idempotency keys deleted."""
+    console_sessions: int = 0
+    """Signed-out console sessions forgotten."""
 
 
 class Upkeep:
@@ -60,7 +68,23 @@ class Upkeep:
             report.paused = await self.pause_failing(self.settings.auto_pause_after)
         if self.settings.retention is not None:
             report.purged = await self.purge(self.settings.retention)
+        report.idempotency_keys = await self.purge_idempotency_keys()
+        report.console_sessions = await self.forget_console_sessions()
         return report
+
+    async def forget_console_sessions(self) -> int:
+        """Forget the sessions signed out before any of their cookies could still be used."""
+        ended_before = self.clock.now() - CONSOLE_SESSION_LIFE
+        return await self.store.purge_console_sessions(ended_before=ended_before)
+
+    async def purge_idempotency_keys(self) -> int:
+        """Delete the idempotency keys that expired, a bounded batch per transaction."""
+        now, total, batch = self.clock.now(), 0, self.settings.purge_batch
+        while True:
+            deleted = await self.store.purge_idempotency_keys(now=now, limit=batch)
+            total += deleted
+            if deleted < batch:
+                return total
 
     async def purge(self, retention: timedelta) -> int:
         """Delete what is older than ``retention``, a bounded batch per transaction."""

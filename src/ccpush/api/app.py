@@ -1,4 +1,4 @@
-"""The API application factory."""
+"""The API application factory (``ccpush.app`` adds the web console beside it)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,31 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 from starlette.routing import Route
 from starlette.types import Scope
 
 from ccpush import __version__
+from ccpush.api.deps import ApiState, install_state
 from ccpush.api.errors import install_error_handlers
-from ccpush.api.ingest import GroupCommit
-from ccpush.api.limits import BodyLimit, RateLimiter, failure_limiter
-from ccpush.api.routes import accounts, apps, operations, records
+from ccpush.api.json_bodies import StrictJson
+from ccpush.api.limits import BodyLimit
+from ccpush.api.routes import accounts, apps, operations, records, sources
 from ccpush.api.schemas import ErrorOut
 from ccpush.record import CallRecord
 from ccpush.service import Service
 from ccpush.settings import Settings
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "The body is not JSON"},
+    400: {
+        "model": ErrorOut,
+        "description": "The body is not strict JSON (not UTF-8, a key twice in an object,"
+        " NaN or Infinity, nesting too deep)",
+    },
     401: {"model": ErrorOut, "description": "Missing, wrong or revoked bearer token"},
     403: {"model": ErrorOut, "description": "The key may not do this (an ingest-only key)"},
     404: {"model": ErrorOut, "description": "No such object (in the caller's account)"},
     413: {"model": ErrorOut, "description": "The body is larger than allowed"},
+    415: {"model": ErrorOut, "description": "The body is not sent as application/json"},
     422: {"model": ErrorOut, "description": "Invalid input: every problem with its field"},
     429: {"model": ErrorOut, "description": "Too many requests (see Retry-After)"},
     503: {
@@ -42,11 +47,16 @@ Authenticate with `Authorization: Bearer <token>`: the operator's admin token, a
 account's key (`manage`: its own apps, records and keys), or an ingest-only key
 (an account's, or a platform key for the call center: it may only send call records).
 Every error has the shape `{"error": {"code", "message", "problems": [{"field", "reason"}]}}`.
+Every list has the shape `{"items": [...], "nextCursor"}` (`limit` 100 by default, at most
+1,000; `cursor`: the previous page's `nextCursor`). The POSTs that create or send take an
+`Idempotency-Key` header: the same request sent again with the same key within 24 hours gets
+the first answer again instead of being done twice.
 """
 
 
 def create_api(service: Service, *, admin_token: str) -> FastAPI:
-    """The ASGI app; the caller starts and stops ``service`` around it."""
+    """The API's ASGI app, its shared state kept on it (``state_of``); the caller starts
+    and stops ``service`` around it."""
     settings = service.settings
     otel = settings.opentelemetry
     api = FastAPI(
@@ -55,23 +65,16 @@ def create_api(service: Service, *, admin_token: str) -> FastAPI:
         description=DESCRIPTION,
         telemetry={"tracing": otel, "metrics": otel, "logs": otel},
     )
-    api.state.service = service
-    api.state.admin_token = admin_token
-    api.state.key_limiter = RateLimiter(settings.key_rate_limit, 2 * settings.key_rate_limit)
-    api.state.auth_failures = failure_limiter(settings.auth_failure_limit)
-    api.state.group_commit = GroupCommit(service.store, max_queued=settings.max_queued_records)
+    install_state(api, ApiState.build(service, admin_token))
+    # The last added runs first: bodies over their limit are refused before being read.
+    api.add_middleware(StrictJson, applies=_in_api, parses=lambda scope: not _ingesting(scope))
     api.add_middleware(BodyLimit, limit_for=_body_limit(settings))
     install_error_handlers(api)
     # Ingestion first: a request is matched against the routes in order.
     api.router.routes.append(Route(records.INGEST_PATH, records.ingest, methods=["POST"]))
     for module in (records, accounts, apps):
         api.include_router(module.router, responses=ERRORS)
-
-    from ccpush.web import create_console  # the console uses the API's auth: import it late
-
-    api.mount("/console", create_console(api), name="console")
-    api.add_api_route("/", lambda: RedirectResponse("/console/"), include_in_schema=False)
-
+    api.include_router(sources.freeswitch_router(settings), responses=ERRORS)
     api.include_router(operations.router)
 
     _publish_record_schema(api)
@@ -80,10 +83,20 @@ def create_api(service: Service, *, admin_token: str) -> FastAPI:
 
 def _body_limit(settings: Settings) -> Callable[[Scope], int]:
     def limit_for(scope: Scope) -> int:
-        ingesting = scope["method"] == "POST" and scope["path"].endswith("/call-records")
-        return settings.max_body_bytes if ingesting else settings.max_request_bytes
+        return settings.max_body_bytes if _ingesting(scope) else settings.max_request_bytes
 
     return limit_for
+
+
+def _ingesting(scope: Scope) -> bool:
+    takes_records = scope["path"].endswith("/call-records") or sources.reads_own_body(scope)
+    return bool(scope["method"] == "POST" and takes_records)
+
+
+def _in_api(scope: Scope) -> bool:
+    """The JSON API's requests (the console, beside it, takes forms; a source, its
+    platform's format)."""
+    return bool(scope["path"].startswith("/v1/") and not sources.reads_own_body(scope))
 
 
 def _publish_record_schema(api: FastAPI) -> None:

@@ -2,6 +2,11 @@
 
 Keys are ``ccpk_`` followed by 43 random URL-safe characters; only their SHA-256 is stored
 (a key has 256 bits of entropy, so a slow password hash would add nothing but latency).
+
+A token is checked before any count of failed sign-ins is looked at: a valid token is
+never refused because others failed from its address (a shared NAT, a proxy). That the
+tokens cannot be guessed rests on their length, not on that count: keys and a generated
+admin token carry 256 random bits, a configured admin token at least 24 characters.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ccpush.api.deps import api_state
 from ccpush.api.errors import ApiError
-from ccpush.api.limits import RateLimiter
+from ccpush.api.limits import SignInFailures
 from ccpush.models import ApiKey, KeyScope
-from ccpush.service import Service
 from ccpush.store import Store
 
 KEY_PREFIX = "ccpk_"
@@ -47,6 +52,11 @@ class Caller:
     key_id: str | None = None
 
     @property
+    def identity(self) -> str:
+        """Who it is, for what is counted or kept per caller: its key's id, or ``admin``."""
+        return self.key_id or "admin"
+
+    @property
     def is_admin(self) -> bool:
         return self.scope is None
 
@@ -73,40 +83,62 @@ def _rate_limited(retry_after: float, what: str) -> ApiError:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An invalid token (or none): answer 401, or 429 past the limit of failures."""
+
+    retry_after: float | None
+    """None: 401; else the seconds a 429 asks to wait."""
+
+
 async def authenticate(request: Request) -> Caller:
-    """The caller of this request, or 401; 429 past the rate of its key or of failures."""
-    client = request.client.host if request.client else "unknown"
-    failures: RateLimiter = request.app.state.auth_failures
-    if (wait := failures.peek(client)) is not None:
-        raise _rate_limited(wait, "too many failed sign-ins from this address")
-    caller = await _identify(request)
-    if caller is None:
-        failures.take(client)
-        raise UNAUTHORIZED
-    limiter: RateLimiter = request.app.state.key_limiter
-    if (wait := limiter.take(caller.key_id or "admin")) is not None:
+    """The caller of this request, or 401; 429 past the rate of its key, or, for an invalid
+    token, past the failures of its address or of the token itself."""
+    state = api_state(request)
+    caller = await check_token(
+        bearer_token(request),
+        client_address(request),
+        state.auth_failures,
+        admin_token=state.admin_token,
+        store=state.service.store,
+    )
+    if isinstance(caller, Refused):
+        if caller.retry_after is None:
+            raise UNAUTHORIZED
+        what = "too many failed sign-ins from this address or with this token"
+        raise _rate_limited(caller.retry_after, what)
+    if (wait := state.key_limiter.take(caller.identity)) is not None:
         raise _rate_limited(wait, "too many requests with this key")
     return caller
 
 
-async def _identify(request: Request) -> Caller | None:
+def bearer_token(request: Request) -> str:
+    """The token of ``Authorization: Bearer <token>``; empty if there is none."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    service: Service = request.app.state.service
-    return await caller_for(token, admin_token=request.app.state.admin_token, store=service.store)
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
-async def caller_for(token: str, *, admin_token: str, store: Store) -> Caller | None:
-    """Who ``token`` is (the admin token, or an unrevoked key), or None."""
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def check_token(
+    token: str, address: str, failures: SignInFailures, *, admin_token: str, store: Store
+) -> Caller | Refused:
+    """Who ``token`` is (the admin token, or an unrevoked key); else ``Refused``, the failure
+    counted against ``address`` and the token."""
+    if not token:
+        return Refused(failures.failed(address, None))
     if hmac.compare_digest(token.encode(), admin_token.encode()):
         return Caller(account_id=None, scope=None)
-    if not token.startswith(KEY_PREFIX):
-        return None
-    key: ApiKey | None = await store.key_by_hash(hash_secret(token))
+    credential = hash_secret(token)
+    key: ApiKey | None = None
+    if token.startswith(KEY_PREFIX) and not failures.known_bad(credential):
+        async with failures.lookup_slot(address, credential):
+            key = await store.key_by_hash(credential)
     if key is None:
-        return None
+        return Refused(failures.failed(address, credential))
+    failures.succeeded(credential)
     return Caller(account_id=key.account_id, scope=key.scope, key_id=key.id)
 
 

@@ -11,13 +11,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ccpush.api.schemas import ErrorBody, ErrorOut
-from ccpush.errors import IngestionBusy, NotFound, ReplayTooLarge, StoreError
+from ccpush.errors import IngestionBusy, NotFound, ReplayTooLarge, StoreError, StoreRefusedValue
 from ccpush.record import Problem
 
 log = logging.getLogger(__name__)
 
 STORE_RETRY_AFTER: Final = "5"
 BUSY_RETRY_AFTER: Final = "1"
+
+BODY: Final = "request body"
+QUERY: Final = "query parameters"
+PATH: Final = "path parameters"
+PLACES: Final = {"body": BODY, "query": QUERY, "path": PATH, "header": "headers"}
+"""Where a problem is, by the first part of its location in a ``RequestValidationError``."""
 
 
 class ApiError(Exception):
@@ -42,18 +48,24 @@ class ApiError(Exception):
         )
 
 
-def invalid(problems: list[Problem], what: str = "request body") -> ApiError:
+def invalid(problems: list[Problem], where: str = BODY) -> ApiError:
+    """422 listing ``problems``, all found in ``where`` (``BODY``, ``QUERY``, ``PATH``)."""
     count = len(problems)
     noun = "problem" if count == 1 else "problems"
-    return ApiError(422, "invalid_request", f"{count} {noun} in the {what}", problems)
+    return ApiError(422, "invalid_request", f"{count} {noun} in the {where}", problems)
 
 
-def _path(loc: tuple[Any, ...]) -> str:
-    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path") else list(loc)
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = list(loc[1:]) if loc and loc[0] in PLACES else list(loc)
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or str(loc[0] if loc else "(body)")
+    return text or "(body)"
+
+
+def _where(locations: list[tuple[Any, ...]]) -> str:
+    places = {PLACES.get(loc[0], "request") if loc else BODY for loc in locations}
+    return places.pop() if len(places) == 1 else "request"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -71,7 +83,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
+        problems, locations = [], []
         for item in exc.errors():
             reason = str(item.get("msg", "is not valid")).removeprefix("Value error, ")
             if item.get("type") == "json_invalid":
@@ -79,8 +91,22 @@ def install_error_handlers(app: FastAPI) -> None:
                 return raise_body.response()
             if item.get("type") == "extra_forbidden":
                 reason = "is not a known field"
-            problems.append(Problem(field=_path(tuple(item.get("loc", ()))), reason=reason))
-        return invalid(problems).response()
+            loc = tuple(item.get("loc", ()))
+            locations.append(loc)
+            problems.append(Problem(field=_field(loc), reason=reason))
+        return invalid(problems, _where(locations)).response()
+
+    @app.exception_handler(StoreRefusedValue)
+    async def _store_refused(request: Request, exc: StoreRefusedValue) -> JSONResponse:
+        # Input validation should have refused the value first: this answer is the net.
+        log.warning("%s %s: the store refused a value: %r", request.method, request.url.path, exc)
+        return ApiError(
+            422,
+            "invalid_value",
+            "a value of the request could not be stored (a character, number or date the"
+            " database cannot hold): nothing was changed; correct the request, as sending"
+            " it again cannot succeed",
+        ).response()
 
     @app.exception_handler(StoreError)
     async def _store_failed(request: Request, exc: StoreError) -> JSONResponse:

@@ -1,30 +1,70 @@
-"""Reading call records from a request body (one record or an array, all valid or none
-stored), and committing concurrent requests together."""
+"""Reading call records from a request body (one record or an array: each record valid
+and stored, or refused with its problems), and committing concurrent requests together."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
 from pydantic import ValidationError
 
 from ccpush.api.errors import ApiError, invalid
+from ccpush.api.json_bodies import load_json
+from ccpush.api.schemas import IngestOut, RecordResult
 from ccpush.errors import IngestionBusy
 from ccpush.models import IngestResult, NewRecord
 from ccpush.record import CallRecord, Problem, problems_from
 from ccpush.store.base import IngestRequest, Store
 
 
-def parse_records(body: bytes, *, zone: tzinfo, max_records: int) -> list[NewRecord]:
-    """Validate every record; raise one 4xx error that lists every problem found."""
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An invalid record: its position in the request, its ``callSessionId`` when that is
+    valid (to name the record by), and every problem found."""
+
+    index: int
+    call_session_id: str | None
+    problems: list[Problem]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBody:
+    """The records of a request body: the valid ones ready to store, and the refused ones."""
+
+    records: list[NewRecord]
+    """The valid records, in the request's order."""
+    refusals: list[Refusal]
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [problem for refusal in self.refusals for problem in refusal.problems]
+
+    def answer(self, results: Sequence[IngestResult]) -> IngestOut:
+        """Every record's outcome in the request's order: the store's ``results`` (one per
+        valid record, in order) with the refusals in their places."""
+        if len(results) != len(self.records):
+            raise ValueError(f"{len(results)} results for {len(self.records)} records")
+        stored = iter(results)
+        refused = {refusal.index: refusal for refusal in self.refusals}
+        outcomes = []
+        for index in range(len(self.records) + len(self.refusals)):
+            refusal = refused.get(index)
+            outcomes.append(
+                RecordResult.of(next(stored))
+                if refusal is None
+                else RecordResult.refused(refusal.call_session_id, refusal.problems)
+            )
+        return IngestOut.of(outcomes)
+
+
+def parse_records(body: bytes, *, zone: tzinfo, max_records: int) -> ParsedBody:
+    """Validate every record of a body: the valid ones, and the others with every problem
+    found. A body that is not JSON, nor a record or an array of them, raises a 4xx error."""
+    data: Any = load_json(body)
     single = isinstance(data, dict)
     items = [data] if single else data
     if not isinstance(items, list):
@@ -33,12 +73,13 @@ def parse_records(body: bytes, *, zone: tzinfo, max_records: int) -> list[NewRec
         raise invalid([Problem(field="(body)", reason="the array holds no records")])
     if len(items) > max_records:
         raise ApiError(413, "too_many_records", f"a batch may hold at most {max_records} records")
-    records, problems = [], []
+    records, refusals = [], []
     for index, item in enumerate(items):
         try:
             record = CallRecord.model_validate(item)
         except ValidationError as exc:
-            problems.extend(problems_from(exc, "" if single else f"[{index}]"))
+            problems = problems_from(exc, "" if single else f"[{index}]")
+            refusals.append(Refusal(index, _session_id(item, problems), problems))
             continue
         records.append(
             NewRecord(
@@ -47,9 +88,14 @@ def parse_records(body: bytes, *, zone: tzinfo, max_records: int) -> list[NewRec
                 call_start=record.call_start(zone),
             )
         )
-    if problems:
-        raise invalid(problems)
-    return records
+    return ParsedBody(records, refusals)
+
+
+def _session_id(item: Any, problems: list[Problem]) -> str | None:
+    value = item.get("callSessionId") if isinstance(item, dict) else None
+    if not isinstance(value, str) or any(p.field.endswith("callSessionId") for p in problems):
+        return None
+    return value
 
 
 _Queued = tuple[IngestRequest, "asyncio.Future[list[IngestResult]]"]
@@ -62,8 +108,8 @@ class GroupCommit:
     means durable. While one commit runs, the requests that arrive queue up and go in the
     next one (at most ``max_records`` records each, and the queue waits ``window`` seconds
     for company first when it is small); a store writes one transaction for all of them
-    (``Store.ingest_many``), instead of one each. Each request stays all or nothing: one
-    for an unknown app is refused alone.
+    (``Store.ingest_many``), instead of one each. Each request (its valid records) is
+    stored whole or not at all: one for an unknown app is refused alone.
     """
 
     def __init__(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from datetime import datetime
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, Final, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
+from yarl import URL
 
+from ccpush.guard import MAX_LABEL_LENGTH, host_problem
 from ccpush.models import (
     Account,
     ApiKey,
@@ -28,12 +33,38 @@ from ccpush.models import (
 )
 from ccpush.record import CallRecord, Problem
 
+MAX_NAME_LENGTH: Final = 200
+MAX_ID_LENGTH: Final = 128
+"""The longest id (or callSessionId) a path or a filter may name: longer ones name nothing."""
+MAX_URL_LENGTH: Final = 2048
+MAX_TIME_LENGTH: Final = 64
+"""The longest text a time may be written in (ISO 8601 with microseconds and an offset
+needs 32)."""
+
+_UNPRINTABLE: Final = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def check_printable(value: str) -> str:
+    """Refuse C0 control characters, DEL, and lone surrogates (no database can store one;
+    JSON can carry one as ``\\ud800``)."""
+    found = _UNPRINTABLE.search(value)
+    if found is not None:
+        what = "a lone surrogate" if found.group() >= "\ud800" else "a control character"
+        raise ValueError(
+            f"must not contain {what} (U+{ord(found.group()):04X} at position {found.start()})"
+        )
+    return value
+
 
 def check_push_url(value: str) -> str:
-    """A push address must be an absolute http(s) URL with a host."""
+    """A push address must be an absolute http(s) URL with a host DNS can hold."""
+    check_printable(value)
     if any(ch.isspace() for ch in value):
         raise ValueError("must not contain spaces")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise ValueError("must start with http:// or https://")
     if not parts.hostname:
@@ -44,19 +75,52 @@ def check_push_url(value: str) -> str:
         raise ValueError("has an invalid port") from None
     if parts.fragment:
         raise ValueError("must not contain a #fragment")
+    problem = _host_problem(value)
+    if problem is not None:
+        raise ValueError(f"has an invalid host: {problem}")
     return value
 
 
-PushUrl = Annotated[str, Field(max_length=2048), AfterValidator(check_push_url)]
-AppName = Annotated[str, Field(min_length=1, max_length=200)]
+def _host_problem(url: str) -> str | None:
+    """What is wrong with the host of ``url`` as pushes read it (IDNA-encoded), or None."""
+    try:
+        host = URL(url).raw_host
+    except ValueError:  # UnicodeError included: a Unicode label IDNA cannot encode
+        return (
+            "it cannot be written in ASCII for DNS (a label is empty, longer than"
+            f" {MAX_LABEL_LENGTH} characters, or holds a character host names may not)"
+        )
+    return host_problem(host) if host else "there is none"
+
+
+Name = Annotated[
+    str, Field(min_length=1, max_length=MAX_NAME_LENGTH), AfterValidator(check_printable)
+]
+ObjectId = Annotated[
+    str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(check_printable)
+]
+PushUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH), AfterValidator(check_push_url)]
+TimeText = Annotated[str, Field(max_length=MAX_TIME_LENGTH)]
 
 
 class Schema(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+Item = TypeVar("Item", bound=Schema)
+
+
+class Page(Schema, Generic[Item]):
+    """What every list route answers: a page of items, and where the next one starts."""
+
+    items: list[Item]
+    next_cursor: str | None = Field(
+        description="Pass as cursor to get the next page; null: this is the last"
+    )
+
+
 class AccountCreate(Schema):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Name
 
 
 class AccountOut(Schema):
@@ -69,8 +133,12 @@ class AccountOut(Schema):
         return cls(id=account.id, name=account.name, created_at=account.created_at)
 
 
+class AccountPage(Page[AccountOut]):
+    """Accounts, oldest first."""
+
+
 class KeyCreate(Schema):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Name
     scope: KeyScope = Field(
         default=KeyScope.MANAGE,
         description="manage: the account's apps, records and keys; ingest: only send records",
@@ -99,14 +167,18 @@ class KeyOut(Schema):
         )
 
 
+class KeyPage(Page[KeyOut]):
+    """Keys, oldest first, revoked ones included."""
+
+
 class KeyCreated(KeyOut):
     secret: str = Field(description="The key itself: shown this once, never again")
 
 
 class AppCreate(Schema):
-    name: AppName
+    name: Name
     push_url: PushUrl | None = None
-    account_id: str | None = Field(
+    account_id: ObjectId | None = Field(
         default=None,
         description="Operator only: the account that owns the app (default: the default account)",
     )
@@ -115,10 +187,10 @@ class AppCreate(Schema):
 class AppPatch(Schema):
     """Only the fields given change; ``"pushUrl": null`` clears the address."""
 
-    name: AppName | None = None
+    name: Name | None = None
     push_url: PushUrl | None = None
-    paused: bool | None = None
-    signing: bool | None = None
+    paused: StrictBool | None = None
+    signing: StrictBool | None = None
 
 
 class AppOut(Schema):
@@ -153,6 +225,10 @@ class AppOut(Schema):
         )
 
 
+class AppPage(Page[AppOut]):
+    """Apps, oldest first."""
+
+
 class SigningOut(Schema):
     secret: str | None = Field(description="whsec_...: verify pushes with it")
     previous_secret: str | None = Field(description="Still signing pushes until previousUntil")
@@ -163,6 +239,19 @@ class SigningOut(Schema):
         return cls(
             secret=keys.current, previous_secret=keys.previous, previous_until=keys.previous_until
         )
+
+
+class AppLagOut(Schema):
+    oldest_waiting_at: datetime | None = Field(
+        description="When the app's oldest record not yet pushed (held, pending or being"
+        " sent) was ingested, resent or replayed; null: none waits"
+    )
+    lag_seconds: float = Field(description="How long that record has waited (0: none waits)")
+
+    @classmethod
+    def of(cls, oldest: datetime | None, now: datetime) -> AppLagOut:
+        waited = 0.0 if oldest is None else max((now - oldest).total_seconds(), 0.0)
+        return cls(oldest_waiting_at=oldest, lag_seconds=waited)
 
 
 class TestPushOut(Schema):
@@ -187,29 +276,72 @@ class TestPushOut(Schema):
         )
 
 
+class RecordStatus(StrEnum):
+    """What became of one record of an ingestion request: the store's outcome, or refused."""
+
+    ACCEPTED = IngestStatus.ACCEPTED.value
+    UPDATED = IngestStatus.UPDATED.value
+    DUPLICATE = IngestStatus.DUPLICATE.value
+    REFUSED = "refused"
+
+
 class RecordResult(Schema):
-    call_session_id: str
-    status: IngestStatus = Field(
-        description="accepted: new; updated: a new version of a record the app had (pushed"
-        " again); duplicate: the same content as the app has (not pushed again)"
+    """One record's outcome; an ingestion answer lists them in the request's order."""
+
+    call_session_id: str | None = Field(
+        description="null only for a refused record without a valid callSessionId"
     )
-    sequence: int | None = Field(description="The app's sequence number of this version")
-    version: int
+    status: RecordStatus = Field(
+        description="accepted: new; updated: a new version of a record the app had (pushed"
+        " again); duplicate: the same content as the app has (not pushed again); refused:"
+        " invalid, nothing of it stored (see problems)"
+    )
+    sequence: int | None = Field(
+        description="The app's sequence number of this version (null: duplicate or refused)"
+    )
+    version: int | None = Field(description="The record's version (null: refused)")
+    problems: list[Problem] | None = Field(
+        default=None,
+        exclude_if=lambda problems: problems is None,
+        description="Only for a refused record: each problem, its field path starting with"
+        " the record's position in the request ([3].callType)",
+    )
 
     @classmethod
     def of(cls, result: IngestResult) -> RecordResult:
         return cls(
             call_session_id=result.call_session_id,
-            status=result.status,
+            status=RecordStatus(result.status.value),
             sequence=result.sequence,
             version=result.version,
+        )
+
+    @classmethod
+    def refused(cls, call_session_id: str | None, problems: list[Problem]) -> RecordResult:
+        return cls(
+            call_session_id=call_session_id,
+            status=RecordStatus.REFUSED,
+            sequence=None,
+            version=None,
+            problems=problems,
         )
 
 
 class IngestOut(Schema):
     accepted: int = Field(description="Records to push: new ones and new versions")
     duplicates: int
-    results: list[RecordResult]
+    refused: int = Field(description="Invalid records: nothing of them stored")
+    results: list[RecordResult] = Field(description="One per record, in the request's order")
+
+    @classmethod
+    def of(cls, results: list[RecordResult]) -> IngestOut:
+        counts = Counter(result.status for result in results)
+        return cls(
+            accepted=counts[RecordStatus.ACCEPTED] + counts[RecordStatus.UPDATED],
+            duplicates=counts[RecordStatus.DUPLICATE],
+            refused=counts[RecordStatus.REFUSED],
+            results=results,
+        )
 
 
 class AttemptOut(Schema):
@@ -266,14 +398,8 @@ class DeliveryOut(Schema):
         )
 
 
-class DeliveriesOut(Schema):
-    call_session_id: str
-    deliveries: list[DeliveryOut]
-
-
-class DeliveryPage(Schema):
-    deliveries: list[DeliveryOut]
-    next_cursor: str | None = Field(description="Pass as cursor for the next page; null: last")
+class DeliveryPage(Page[DeliveryOut]):
+    """Deliveries, newest first, each with its attempts."""
 
 
 class StoredRecordOut(Schema):
@@ -283,9 +409,8 @@ class StoredRecordOut(Schema):
     record: CallRecord = Field(description="The record exactly as it is pushed")
 
 
-class RecordPage(Schema):
-    items: list[StoredRecordOut]
-    next_cursor: str | None
+class RecordPage(Page[StoredRecordOut]):
+    """Record versions, by call start time or by sequence number."""
 
 
 class ReplayCreate(Schema):
@@ -293,9 +418,9 @@ class ReplayCreate(Schema):
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    range_from: str | None = Field(default=None, alias="from")
-    range_to: str | None = Field(default=None, alias="to")
-    failed_since: str | None = Field(default=None, alias="failedSince")
+    range_from: TimeText | None = Field(default=None, alias="from")
+    range_to: TimeText | None = Field(default=None, alias="to")
+    failed_since: TimeText | None = Field(default=None, alias="failedSince")
 
 
 class ReplayOut(Schema):

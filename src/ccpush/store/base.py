@@ -1,16 +1,20 @@
-"""The store interface: one contract, one module per backend (sqlite, postgres)."""
+"""The store interface: one contract (``Store``), one package per backend (sqlite, postgres).
+
+Here too what the interface speaks of (filters, ingestion requests), and ``translating``,
+the one place a backend's driver errors become the store's. The rules every backend
+follows are in ``ccpush.store.planning``; the row mappers they share in ``ccpush.store.rows``.
+"""
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import functools
 import inspect
-import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from importlib import resources
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Final, ParamSpec, TypeVar
 
 from ccpush.errors import StoreError, StoreRefusedValue
 from ccpush.models import (
@@ -23,7 +27,6 @@ from ccpush.models import (
     Delivery,
     DeliveryState,
     IngestResult,
-    IngestStatus,
     KeyScope,
     NewRecord,
     ReplayJob,
@@ -41,55 +44,8 @@ class _Unset:
 UNSET: Final = _Unset()
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-def load_migrations(dialect: str) -> list[Migration]:
-    """The numbered ``NNNN_name.sql`` files of a backend, in order."""
-    folder = resources.files("ccpush.store") / "migrations" / dialect
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            number, _, rest = entry.name.partition("_")
-            found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
-    return sorted(found, key=lambda migration: migration.version)
-
-
-COUNT_BY_STATE: Final = """
-SELECT 'pending', count(*) FROM deliveries WHERE state = 'pending'
-UNION ALL
-SELECT 'held', count(*) FROM deliveries WHERE state = 'held'
-UNION ALL
-SELECT 'sending', count(*) FROM deliveries WHERE state = 'sending'
-UNION ALL
-SELECT state, count(*) FROM deliveries WHERE state IN ('delivered', 'failed') GROUP BY state
-"""
-"""Deliveries by state over all apps: the same SQL for every backend (each count along an
-index on state)."""
-
-
-def counts_by_state(rows: Iterable[Iterable[Any]]) -> dict[DeliveryState, int]:
-    """``(state, count)`` rows as a count for every state, zero where no row said."""
-    counts = dict.fromkeys(DeliveryState, 0)
-    for state, count in rows:
-        counts[DeliveryState(state)] += count
-    return counts
-
-
 DEFAULT_ACCOUNT: Final = "acc_default"
 """Apps created by the operator without naming an account belong to this one."""
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
-
-
-def new_app_id() -> str:
-    return new_id("app")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,25 +73,6 @@ class RecordFilter:
     limit: int = 100
 
 
-@dataclass(frozen=True, slots=True)
-class Latest:
-    """What the store has of a record: its id and latest version."""
-
-    record_id: int | None
-    """None for a record first seen in the batch being planned."""
-    version: int
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PlannedVersion:
-    record: NewRecord
-    record_id: int | None
-    """None: a record new in this batch (its row is made once, for its first version)."""
-    version: int
-    sequence: int
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IngestRequest:
     """One ingestion request, for ``Store.ingest_many``."""
@@ -146,99 +83,62 @@ class IngestRequest:
     account_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class IngestPlan:
-    versions: list[PlannedVersion]
-    results: list[IngestResult]
-    last_sequence: int
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppActivity:
+    """An app's pushes since a time, and its deliveries waiting now (``Store.app_activity``)."""
+
+    app_id: str
+    delivered: int = 0
+    """Deliveries delivered since then: attempts answered 2xx."""
+    failed: int = 0
+    """Deliveries failed since then: their last attempt failed."""
+    retried: int = 0
+    """Failed attempts since then after which the delivery was (or is to be) tried again."""
+    held: int = 0
+    pending: int = 0
+    sending: int = 0
+    oldest_due: datetime | None = None
+    """When the earliest pending delivery was (or is) due."""
+
+    @property
+    def attempts(self) -> int:
+        return self.delivered + self.failed + self.retried
+
+    @property
+    def failed_attempts(self) -> int:
+        return self.failed + self.retried
+
+    @property
+    def waiting(self) -> int:
+        return self.held + self.pending + self.sending
+
+    def lag(self, now: datetime) -> timedelta:
+        """How long its earliest due delivery has waited for a worker (zero if none is due)."""
+        if self.oldest_due is None or self.oldest_due >= now:
+            return timedelta(0)
+        return now - self.oldest_due
 
 
-def app_changes(
-    *,
-    name: str | _Unset,
-    push_url: str | _Unset | None,
-    paused: bool | _Unset,
-    signing: bool | _Unset,
-    paused_reason: str | None,
-) -> dict[str, Any]:
-    """The columns an app update sets: those given, and what follows from them (a resume
-    clears the pause reason; a resume or a new address forgets the failing streak)."""
-    given = {"name": name, "push_url": push_url, "paused": paused, "signing": signing}
-    changes = {column: value for column, value in given.items() if not isinstance(value, _Unset)}
-    if paused is True:
-        changes["paused_reason"] = paused_reason
-    if paused is False:
-        changes["paused_reason"] = None
-    if paused is False or not isinstance(push_url, _Unset):
-        changes["failing_since"] = None
-    return changes
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotentRequest:
+    """A request sent with an ``Idempotency-Key``: who sent it with which key and content,
+    how long it may hold the key, and its answer once it has one."""
 
-
-@dataclass(frozen=True, slots=True)
-class Streak:
-    """What a batch of attempts says of an app's failing streak."""
-
-    succeeded: bool
-    """A push succeeded: the streak restarts at ``failing_since`` (None: no failure after)."""
-    failing_since: datetime | None
-
-
-def failure_streaks(completions: Sequence[Completion]) -> dict[str, Streak]:
-    """Per app: whether a push succeeded, and since when pushes have failed without a
-    success after (the first failure after the last success)."""
-    if all(done.outcome.error_kind is None for done in completions):  # the usual batch
-        return {done.claimed.app_id: Streak(True, None) for done in completions}
-    last_ok: dict[str, datetime] = {}
-    for done in completions:
-        if done.outcome.ok:
-            app_id, at = done.claimed.app_id, done.outcome.started_at
-            last_ok[app_id] = max(at, last_ok.get(app_id, at))
-    first_failure: dict[str, datetime] = {}
-    for done in completions:
-        app_id, at = done.claimed.app_id, done.outcome.started_at
-        if not done.outcome.ok and (app_id not in last_ok or at > last_ok[app_id]):
-            first_failure[app_id] = min(at, first_failure.get(app_id, at))
-    apps = {done.claimed.app_id for done in completions}
-    return {app: Streak(app in last_ok, first_failure.get(app)) for app in apps}
-
-
-def plan_ingest(
-    records: Sequence[NewRecord], latest: dict[str, Latest], last_sequence: int
-) -> IngestPlan:
-    """Decide, in order, what each record is: new (version 1), a new version (other
-    content than the latest), or a duplicate; and give each version the app's next
-    sequence number, so the numbers have no holes."""
-    known = dict(latest)
-    versions, results = [], []
-    for record in records:
-        sid = record.call_session_id
-        before = known.get(sid)
-        if before is not None and before.body == record.body:
-            results.append(
-                IngestResult(
-                    call_session_id=sid,
-                    status=IngestStatus.DUPLICATE,
-                    sequence=None,
-                    version=before.version,
-                )
-            )
-            continue
-        last_sequence += 1
-        version = 1 if before is None else before.version + 1
-        record_id = None if before is None else before.record_id
-        versions.append(
-            PlannedVersion(
-                record=record, record_id=record_id, version=version, sequence=last_sequence
-            )
-        )
-        known[sid] = Latest(record_id, version, record.body)
-        status = IngestStatus.ACCEPTED if before is None else IngestStatus.UPDATED
-        results.append(
-            IngestResult(
-                call_session_id=sid, status=status, sequence=last_sequence, version=version
-            )
-        )
-    return IngestPlan(versions, results, last_sequence)
+    caller: str
+    """Whose key it is: an API key's id, or ``admin``."""
+    key: str
+    fingerprint: str
+    """What the request asked (its method, path and body), hashed."""
+    holder: str
+    """A random id of the request holding the key: only it may answer or let go."""
+    held_until: datetime
+    """Until then no other request may take the key while this one has no answer."""
+    expires_at: datetime
+    """From then the key is free again, answered or not."""
+    status: int | None = None
+    """None: no answer yet (the request still runs)."""
+    answer: bytes | None = None
+    """The answer's body, sealed for the caller."""
 
 
 P = ParamSpec("P")
@@ -467,9 +367,9 @@ class Store(abc.ABC):
         cap: int,
         now: datetime,
     ) -> tuple[ReplayJob, bool]:
-        """Queue a replay; ``(job, created)``. An identical replay of the app that has not
-        finished is returned instead of a new one (``created=False``). ``ReplayTooLarge``
-        if it would cover more than ``cap`` records."""
+        """Queue a replay; ``(job, created)``. The app's latest identical replay is returned
+        instead of a new one (``created=False``) while ``is_same_replay`` says it is the
+        same request. ``ReplayTooLarge`` if it would cover more than ``cap`` records."""
 
     @abc.abstractmethod
     async def get_replay(self, app_id: str, replay_id: str) -> ReplayJob:
@@ -535,6 +435,17 @@ class Store(abc.ABC):
     async def next_due_at(self) -> datetime | None:
         """When the earliest pending delivery is due, if any."""
 
+    @abc.abstractmethod
+    async def oldest_waiting_at(self, app_id: str) -> datetime | None:
+        """When the app's oldest delivery not yet finished (held, pending or sending) was
+        made (its record ingested, resent or replayed); None if none waits."""
+
+    async def watch_due(self, wake: Callable[[], None], stop: asyncio.Event) -> None:
+        """Call ``wake`` whenever another process makes deliveries due (records ingested,
+        an app resumed, a resend or a replay), until ``stop`` is set. A store only one
+        process uses (SQLite) has nothing to watch: that process wakes its own dispatcher."""
+        await stop.wait()
+
     # Upkeep
 
     @abc.abstractmethod
@@ -546,6 +457,30 @@ class Store(abc.ABC):
         """Delete up to ``limit`` records received before ``cutoff`` that wait for no push,
         with their versions, deliveries and attempts; how many were deleted."""
 
+    # Idempotency keys
+
+    @abc.abstractmethod
+    async def claim_idempotency_key(
+        self, request: IdempotentRequest, *, now: datetime
+    ) -> IdempotentRequest | None:
+        """Hold ``request.key`` of ``request.caller`` for ``request``, about to run: None
+        when it now holds it (the key was unknown, or ``idempotency_key_free`` at ``now``);
+        else the request that holds the key or answered it."""
+
+    @abc.abstractmethod
+    async def answer_idempotent_request(
+        self, request: IdempotentRequest, *, status: int, answer: bytes
+    ) -> None:
+        """Keep the answer of ``request``, if it still holds its key."""
+
+    @abc.abstractmethod
+    async def release_idempotency_key(self, request: IdempotentRequest) -> None:
+        """Free the key ``request`` holds without an answer (it failed: it changed nothing)."""
+
+    @abc.abstractmethod
+    async def purge_idempotency_keys(self, *, now: datetime, limit: int) -> int:
+        """Delete up to ``limit`` keys expired at ``now``; how many were deleted."""
+
     # Statistics
 
     @abc.abstractmethod
@@ -554,3 +489,25 @@ class Store(abc.ABC):
     ) -> list[AttemptBucket]:
         """The app's push attempts started at or after ``since``, counted by outcome in
         periods of ``bucket`` from ``since``; oldest first, periods without attempts left out."""
+
+    @abc.abstractmethod
+    async def app_activity(
+        self, *, since: datetime, account_id: str | None = None
+    ) -> dict[str, AppActivity]:
+        """By app of the account (``None``: of every account): what came of its attempts
+        started at or after ``since``, and its deliveries waiting now. Apps with neither
+        are left out."""
+
+    # Console sessions
+
+    @abc.abstractmethod
+    async def end_console_session(self, session_id: str, *, now: datetime) -> None:
+        """Keep that the console session ``session_id`` was signed out at ``now``."""
+
+    @abc.abstractmethod
+    async def console_session_ended(self, session_id: str) -> bool:
+        """Whether the console session ``session_id`` was signed out."""
+
+    @abc.abstractmethod
+    async def purge_console_sessions(self, *, ended_before: datetime) -> int:
+        """Forget the console sessions signed out before ``ended_before``; how many."""

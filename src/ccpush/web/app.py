@@ -1,4 +1,4 @@
-"""The console's application factory: an ASGI app the API mounts at ``/console``."""
+"""The console's application factory: an ASGI app that ``ccpush.app`` mounts at ``/console``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ccpush.api.deps import ApiState
 from ccpush.errors import NotFound
 from ccpush.web.console import (
     Console,
@@ -22,12 +23,13 @@ from ccpush.web.console import (
     current_viewer,
 )
 from ccpush.web.pages import redirect, url_to
-from ccpush.web.routes import apps, deliveries, overview, signin
+from ccpush.web.routes import accounts, apps, deliveries, overview, platform, signin, signing
 
 
-def create_console(api: FastAPI) -> FastAPI:
-    """The console of ``api``: it signs in with the API's admin token and keys, and counts
-    failed sign-ins with the API's limiter. Mount it at ``/console``."""
+def create_console(api: ApiState) -> FastAPI:
+    """The console of the API whose state is ``api``: it signs in with the API's admin token
+    and keys, and counts requests and failed sign-ins with the API's limiters. Mount it at
+    ``/console``."""
     console = FastAPI(
         openapi_url=None,
         docs_url=None,
@@ -36,7 +38,7 @@ def create_console(api: FastAPI) -> FastAPI:
     )
     console.state.console = Console(api)
     console.mount("/static", StaticFiles(packages=[("ccpush.web", "static")]), name="static")
-    for module in (signin, apps, deliveries, overview):
+    for module in (signin, apps, signing, deliveries, overview, accounts, platform):
         console.include_router(module.router)
     _install_error_pages(console)
     return console

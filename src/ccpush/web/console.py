@@ -11,11 +11,12 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 
 from ccpush.api.auth import Caller
-from ccpush.api.limits import RateLimiter
+from ccpush.api.deps import ApiState
+from ccpush.api.limits import SignInFailures
 from ccpush.errors import AccountNotFound
 from ccpush.models import Account, App, KeyScope
 from ccpush.service import Service, resolve_console_secret
@@ -33,6 +34,10 @@ NOTICES = {
     "paused": "Pushing is paused. Records that arrive are kept and pushed when you resume.",
     "resumed": "Pushing resumed, starting with the records kept meanwhile.",
     "resent": "The record is being pushed again, as this new delivery.",
+    "rotated": "A new signing secret was made. Until the overlap ends, pushes are signed with"
+    " the previous secret too: switch your receiver to the new one before then.",
+    "account-created": "The account was added. Make its first key: a manage key to sign in.",
+    "key-revoked": "The key was revoked: requests with it are refused from now on.",
 }
 """The messages a redirect may ask the next page to show (``?notice=``)."""
 
@@ -52,28 +57,25 @@ class TooManyRequests(Exception):
 
 
 class Console:
-    """What the console's routes share: the API app's service, token and limiters (read from
-    ``api.state`` when used), the templates, and the session cookie signer."""
+    """What the console's routes share: the API's state (service, token and limiters), the
+    templates, and the session cookie signer."""
 
-    def __init__(self, api: FastAPI) -> None:
+    def __init__(self, api: ApiState) -> None:
         self.api = api
         self.pages = Pages(self.service.zone)
         self._sessions: Sessions | None = None
 
     @property
     def service(self) -> Service:
-        service: Service = self.api.state.service
-        return service
+        return self.api.service
 
     @property
     def admin_token(self) -> str:
-        token: str = self.api.state.admin_token
-        return token
+        return self.api.admin_token
 
     @property
-    def auth_failures(self) -> RateLimiter:
-        limiter: RateLimiter = self.api.state.auth_failures
-        return limiter
+    def auth_failures(self) -> SignInFailures:
+        return self.api.auth_failures
 
     def page(
         self,
@@ -100,7 +102,12 @@ class Console:
         if self._sessions is None:
             settings = self.service.settings
             secret = resolve_console_secret(settings)
-            self._sessions = Sessions(secret, secure=settings.console_secure_cookie)
+            self._sessions = Sessions(
+                secret,
+                secure=settings.console_secure_cookie,
+                store=self.service.store,
+                clock=self.service.clock,
+            )
         return self._sessions
 
 
@@ -117,7 +124,7 @@ async def check_csrf(request: Request, console: ConsoleDep) -> None:
     if request.method in SAFE_METHODS:
         return
     sent = request.headers.get("x-csrf-token") or (await read_form(request)).get("csrf", "")
-    if not csrf_matches(console.sessions.read(request), sent):
+    if not csrf_matches(await console.sessions.read(request), sent):
         raise CsrfRefused()
 
 
@@ -142,14 +149,13 @@ class Viewer:
 
 async def current_viewer(request: Request, console: ConsoleDep) -> Viewer:
     """The viewer, or ``SignInRequired``; ``TooManyRequests`` past the key's request rate."""
-    session = console.sessions.read(request)
+    session = await console.sessions.read(request)
     if session is None or not session.signed_in:
         raise SignInRequired()
     caller = await _caller(console, session)
     if caller is None:
         raise SignInRequired()
-    limiter: RateLimiter = console.api.state.key_limiter
-    if (wait := limiter.take(caller.key_id or "admin")) is not None:
+    if (wait := console.api.key_limiter.take(caller.key_id or "admin")) is not None:
         raise TooManyRequests(wait)
     store = console.service.store
     if caller.account_id is not None:

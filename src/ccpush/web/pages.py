@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ccpush import __version__
 from ccpush.retry import RetrySchedule
+from ccpush.wire import TIME_FORMAT
 
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": (
@@ -32,6 +33,12 @@ def zone_name(when: datetime) -> str:
     if offset in ("", "+0000"):
         return "UTC"
     return f"UTC{offset[:3]}:{offset[3:]}"
+
+
+def shown_time(value: datetime, zone: tzinfo) -> str:
+    """``2026-03-01 16:00:00 UTC+08:00``: how every time is shown, and typed, in the console."""
+    local = value.astimezone(zone)
+    return f"{local:{TIME_FORMAT}} {zone_name(local)}"
 
 
 class Pages:
@@ -54,6 +61,8 @@ class Pages:
             number=number,
             pretty_json=pretty_json,
             retries=retries,
+            spoken=spoken,
+            age=age,
         )
         self.env.globals.update(version=__version__)
 
@@ -62,7 +71,7 @@ class Pages:
         if value is None:
             return Markup("—")
         local = value.astimezone(self.zone)
-        text = f"{local:%Y-%m-%d %H:%M:%S} {zone_name(local)}"
+        text = shown_time(local, self.zone)
         return Markup('<time datetime="{}">{}</time>').format(local.isoformat(), text)
 
     def short_time(self, value: datetime, fmt: str = "%H:%M") -> str:
@@ -144,3 +153,16 @@ def spoken(delay: timedelta) -> str:
             count = int(seconds // size)
             return f"{count} {unit}{'s' if count > 1 else ''}"
     return f"{seconds:g} second{'s' if seconds != 1 else ''}"
+
+
+def age(span: timedelta) -> str:
+    """``42 s``, ``12 min``, ``3 h 20 min``, ``2 d 4 h``: how long something has waited."""
+    seconds = int(span.total_seconds())
+    if seconds < 60:
+        return "under 1 s" if seconds < 1 else f"{seconds} s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if hours == 0:
+        return f"{minutes} min"
+    if days == 0:
+        return f"{hours} h {minutes % 60} min" if minutes % 60 else f"{hours} h"
+    return f"{days} d {hours % 24} h" if hours % 24 else f"{days} d"

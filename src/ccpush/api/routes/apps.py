@@ -8,7 +8,17 @@ from ccpush.actions import pause_app, resume_app, send_test_push, target_problem
 from ccpush.api.auth import Manager
 from ccpush.api.deps import ServiceDep
 from ccpush.api.errors import ApiError, invalid
-from ccpush.api.schemas import AppCreate, AppOut, AppPatch, SigningOut, TestPushOut
+from ccpush.api.idempotency import idempotent_post
+from ccpush.api.params import PAGE_SIZE, Cursor, Limit, PathId, page_after
+from ccpush.api.schemas import (
+    AppCreate,
+    AppLagOut,
+    AppOut,
+    AppPage,
+    AppPatch,
+    SigningOut,
+    TestPushOut,
+)
 from ccpush.record import Problem
 from ccpush.service import Service
 from ccpush.signing import generate_secret
@@ -18,12 +28,16 @@ router = APIRouter(prefix="/v1", tags=["apps"])
 
 
 @router.get("/apps")
-async def list_apps(caller: Manager, service: ServiceDep) -> list[AppOut]:
-    """The caller's apps (the operator: every app)."""
-    return [AppOut.of(app) for app in await service.store.list_apps(caller.account_id)]
+async def list_apps(
+    caller: Manager, service: ServiceDep, limit: Limit = PAGE_SIZE, cursor: Cursor = None
+) -> AppPage:
+    """The caller's apps (the operator: every app), oldest first."""
+    apps = await service.store.list_apps(caller.account_id)
+    page, next_cursor = page_after(apps, cursor, limit)
+    return AppPage(items=[AppOut.of(app) for app in page], next_cursor=next_cursor)
 
 
-@router.post("/apps", status_code=status.HTTP_201_CREATED)
+@idempotent_post(router, "/apps", status_code=status.HTTP_201_CREATED)
 async def create_app(body: AppCreate, caller: Manager, service: ServiceDep) -> AppOut:
     """Create a voice application, optionally with its cc-http push address."""
     if caller.account_id is not None:
@@ -40,18 +54,28 @@ async def create_app(body: AppCreate, caller: Manager, service: ServiceDep) -> A
 
 
 @router.get("/apps/{app_id}")
-async def get_app(app_id: str, caller: Manager, service: ServiceDep) -> AppOut:
+async def get_app(app_id: PathId, caller: Manager, service: ServiceDep) -> AppOut:
     return AppOut.of(await service.store.get_app(app_id, caller.account_id))
 
 
+@router.get("/apps/{app_id}/lag")
+async def app_lag(app_id: PathId, caller: Manager, service: ServiceDep) -> AppLagOut:
+    """How far behind the app's pushes are: its oldest record still waiting to be pushed."""
+    await service.store.get_app(app_id, caller.account_id)
+    oldest = await service.store.oldest_waiting_at(app_id)
+    return AppLagOut.of(oldest, service.clock.now())
+
+
 @router.patch("/apps/{app_id}")
-async def update_app(app_id: str, body: AppPatch, caller: Manager, service: ServiceDep) -> AppOut:
+async def update_app(
+    app_id: PathId, body: AppPatch, caller: Manager, service: ServiceDep
+) -> AppOut:
     """Change the name, the push address (``null`` clears it), ``paused`` or ``signing``
     (turn signatures off for a receiver that cannot verify them)."""
     given = body.model_fields_set
-    for field in ("name", "paused", "signing"):
-        if field in given and getattr(body, field) is None:
-            raise ApiError(422, "invalid_request", f"{field} cannot be null")
+    nulls = [n for n in ("name", "paused", "signing") if n in given and getattr(body, n) is None]
+    if nulls:
+        raise invalid([Problem(field=name, reason="cannot be null") for name in nulls])
     await _check_target(service, body.push_url)
     if body.paused is False:
         await resume_app(service, app_id, caller.account_id)
@@ -78,30 +102,31 @@ async def _check_target(service: Service, push_url: str | None) -> None:
 
 
 @router.delete("/apps/{app_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_app(app_id: str, caller: Manager, service: ServiceDep) -> Response:
+async def delete_app(app_id: PathId, caller: Manager, service: ServiceDep) -> Response:
     """Delete the app with all its records, deliveries and attempts."""
     await service.store.delete_app(app_id, caller.account_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/apps/{app_id}/pause")
-async def pause(app_id: str, caller: Manager, service: ServiceDep) -> AppOut:
+async def pause(app_id: PathId, caller: Manager, service: ServiceDep) -> AppOut:
     """Stop pushing. Records that arrive meanwhile are kept and pushed on resume."""
     return AppOut.of(await pause_app(service, app_id, caller.account_id))
 
 
 @router.post("/apps/{app_id}/resume")
-async def resume(app_id: str, caller: Manager, service: ServiceDep) -> AppOut:
+async def resume(app_id: PathId, caller: Manager, service: ServiceDep) -> AppOut:
     """Push again, starting with what was held while paused. If ccpush paused the app
     because its address kept failing, the records that failed meanwhile are replayed."""
     return AppOut.of(await resume_app(service, app_id, caller.account_id))
 
 
-@router.post(
+@idempotent_post(
+    router,
     "/apps/{app_id}/test-push",
     responses={409: {"description": "The app has no push address"}},
 )
-async def test_push(app_id: str, caller: Manager, service: ServiceDep) -> TestPushOut:
+async def test_push(app_id: PathId, caller: Manager, service: ServiceDep) -> TestPushOut:
     """Push a sample record to the app's address now, and say what happened.
 
     The push carries the header ``ccpush-test: true``; it is not stored or counted as a record."""
@@ -113,21 +138,21 @@ async def test_push(app_id: str, caller: Manager, service: ServiceDep) -> TestPu
 
 
 @router.get("/apps/{app_id}/signing-secret")
-async def signing_secret(app_id: str, caller: Manager, service: ServiceDep) -> SigningOut:
+async def signing_secret(app_id: PathId, caller: Manager, service: ServiceDep) -> SigningOut:
     """The secret that signs the app's pushes (and, during a rotation, the previous one)."""
     keys = await service.store.signing_keys(app_id, caller.account_id)
     return SigningOut.of(keys)
 
 
-@router.post("/apps/{app_id}/signing-secret/rotate")
-async def rotate_signing_secret(app_id: str, caller: Manager, service: ServiceDep) -> SigningOut:
+@idempotent_post(router, "/apps/{app_id}/signing-secret/rotate")
+async def rotate_signing_secret(app_id: PathId, caller: Manager, service: ServiceDep) -> SigningOut:
     """Make a new secret. Pushes carry both signatures until the overlap ends, so the
     receiver can switch to the new secret without refusing a genuine push."""
     keys = await service.store.rotate_signing_secret(
         app_id,
         secret=generate_secret(),
         now=service.clock.now(),
-        overlap=service.settings.rotation_overlap_delta,
+        overlap=service.settings.rotation_overlap,
         account_id=caller.account_id,
     )
     return SigningOut.of(keys)

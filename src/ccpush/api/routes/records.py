@@ -9,30 +9,41 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from ccpush.api.auth import Manager, authenticate
-from ccpush.api.deps import ServiceDep
-from ccpush.api.errors import ApiError, invalid
-from ccpush.api.ingest import GroupCommit, parse_records
-from ccpush.api.params import decode_cursor, encode_cursor, parse_time
+from ccpush.api.deps import ApiState, ServiceDep
+from ccpush.api.errors import BODY, QUERY, ApiError, invalid
+from ccpush.api.idempotency import idempotent_post
+from ccpush.api.ingest import parse_records
+from ccpush.api.params import (
+    INT64_MAX,
+    PAGE_SIZE,
+    Cursor,
+    Limit,
+    PathId,
+    check_path_id,
+    encode_cursor,
+    id_cursor,
+    parse_time,
+    sequence_cursor,
+    time_cursor,
+)
 from ccpush.api.schemas import (
-    DeliveriesOut,
     DeliveryOut,
     DeliveryPage,
     ErrorOut,
     IngestOut,
+    ObjectId,
     RecordPage,
-    RecordResult,
     ReplayCreate,
     ReplayOut,
+    TimeText,
 )
 from ccpush.models import DeliveryState, ReplayJob, ReplayKind, StoredRecord
 from ccpush.record import Problem
+from ccpush.replays import MAX_REPLAY_RECORDS
 from ccpush.service import Service
 from ccpush.store.base import DeliveryFilter, RecordFilter
 
 router = APIRouter(prefix="/v1/apps/{app_id}")
-
-MAX_REPLAY_RECORDS = 100_000
-"""The most records one replay may push again; a larger range must be split."""
 
 INGEST_BODY = {
     "required": True,
@@ -56,18 +67,36 @@ INGEST_BODY = {
     tags=["call records"],
     openapi_extra={"requestBody": INGEST_BODY},
     responses={
-        400: {"model": ErrorOut, "description": "The body is not JSON"},
+        207: {
+            "model": IngestOut,
+            "description": "Some records refused (each with its problems), the others stored",
+        },
+        400: {"model": ErrorOut, "description": "The body is not strict JSON"},
         413: {"model": ErrorOut, "description": "Body or batch too large"},
+        422: {"model": ErrorOut, "description": "Every record refused: nothing stored"},
     },
 )
 async def ingest_records(app_id: str, request: Request) -> Response:
-    """Store one call record or an array of them for pushing.
+    """Store one call record or an array of them for pushing. Each record is checked on
+    its own: an invalid one is refused without holding back the others. Answers once the
+    stored records are durable (requests that arrive together are committed together).
 
-    All or nothing: if any record is invalid, none is stored and the answer lists every
-    problem with its field path (``[3].callType``). Answers once the records are durable
-    (requests that arrive together are committed together).
-    A record whose ``callSessionId`` the app already has is reported as a duplicate and is
-    not pushed again."""
+    * **202**: every record taken. ``results`` holds each one's outcome, in the request's
+      order: ``accepted`` (new), ``updated`` (the app had this ``callSessionId`` with other
+      content: its next version, pushed again) or ``duplicate`` (the same content again:
+      neither stored nor pushed).
+    * **207**: some records refused, the others taken as above. A refused record's result
+      has ``status: refused`` and its ``problems``, each a field path with the record's
+      position (``[3].callType``) and a reason. Nothing of a refused record is stored and
+      it takes no sequence number: correct it and send it again.
+    * **422**: nothing stored: the record (a body that is one object) or every record of
+      the array is refused; ``error.problems`` lists every problem.
+    * **400** ``invalid_json``: the body is not strict JSON (not UTF-8, a key twice in an
+      object, ``NaN``, an integer beyond 64 bits, nesting deeper than 32 levels).
+
+    Records of one array that share a ``callSessionId`` are taken in order, as if sent one
+    after the other: a later one with other content is the next version (``updated``),
+    with the same content a ``duplicate``."""
     return await _ingest(app_id, request)
 
 
@@ -86,26 +115,26 @@ async def _ingest(app_id: str, request: Request) -> Response:
     # No dependencies (``AnyCaller``, ``ServiceDep``): resolving them costs more than
     # authenticating, and a plain function dependency runs in a worker thread.
     caller = await authenticate(request)
-    service: Service = request.app.state.service
-    settings = service.settings
+    check_path_id(app_id, "app_id")
+    state: ApiState = request.app.state.ccpush
+    service = state.service
     body = await request.body()  # its size is capped by the BodyLimit middleware
-    records = parse_records(body, zone=service.zone, max_records=settings.max_batch_records)
-    committer: GroupCommit = request.app.state.group_commit
-    results = await committer.ingest(
-        app_id, records, now=service.clock.now(), account_id=caller.account_id
+    limit = service.settings.max_batch_records
+    parsed = parse_records(body, zone=service.zone, max_records=limit)
+    if parsed.refusals:
+        service.metrics.count_refused(len(parsed.refusals))
+    if not parsed.records:  # the one record, or every record of the array, is refused
+        raise invalid(parsed.problems)
+    results = await state.group_commit.ingest(
+        app_id, parsed.records, now=service.clock.now(), account_id=caller.account_id
     )
     service.dispatcher.wake()
     service.metrics.count_ingested(results)
-    accepted = sum(result.accepted for result in results)
-    answer = IngestOut(
-        accepted=accepted,
-        duplicates=len(results) - accepted,
-        results=[RecordResult.of(result) for result in results],
-    )
+    answer = parsed.answer(results)
     # Serialized here, once: FastAPI would validate the answer again and encode it in Python.
     return Response(
         answer.model_dump_json(by_alias=True),
-        status_code=status.HTTP_202_ACCEPTED,
+        status_code=status.HTTP_207_MULTI_STATUS if answer.refused else status.HTTP_202_ACCEPTED,
         media_type="application/json",
     )
 
@@ -117,19 +146,21 @@ async def _ingest(app_id: str, request: Request) -> Response:
     responses={200: {"model": RecordPage}},
 )
 async def list_records(
-    app_id: str,
+    app_id: PathId,
     caller: Manager,
     service: ServiceDep,
-    since: Annotated[str | None, Query(alias="from", description="Call start ≥ this")] = None,
-    until: Annotated[str | None, Query(alias="to", description="Call start < this")] = None,
+    since: Annotated[TimeText | None, Query(alias="from", description="Call start ≥ this")] = None,
+    until: Annotated[TimeText | None, Query(alias="to", description="Call start < this")] = None,
     first: Annotated[
-        int | None, Query(alias="fromSequence", ge=1, description="Sequence numbers from this")
+        int | None,
+        Query(alias="fromSequence", ge=1, le=INT64_MAX, description="Sequence numbers from this"),
     ] = None,
     last: Annotated[
-        int | None, Query(alias="toSequence", ge=1, description="up to this one, included")
+        int | None,
+        Query(alias="toSequence", ge=1, le=INT64_MAX, description="up to this one, included"),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    limit: Limit = PAGE_SIZE,
+    cursor: Cursor = None,
 ) -> Response:
     """Records exactly as pushed, by call start time or by sequence number: what a receiver
     missed can be fetched here. Each version of a record is one item.
@@ -137,51 +168,40 @@ async def list_records(
     Times are ISO 8601 with an offset, or ``yyyy-MM-dd HH:mm:ss`` in the record time zone.
     Sequence numbers (the ``ccpush-sequence`` header of each push) have no holes, so a
     receiver that saw 41 then 44 asks for ``fromSequence=42&toSequence=43``."""
-    await service.store.get_app(app_id, caller.account_id)
     if first is not None or last is not None:
         if since is not None or until is not None:
-            raise invalid([_problem("fromSequence", "cannot be combined with from/to")], "query")
-        records, next_cursor = await _by_sequence(service, app_id, first, last, limit, cursor)
+            raise invalid([_problem("fromSequence", "cannot be combined with from/to")], QUERY)
+        if first is not None and last is not None and last < first:
+            raise invalid([_problem("toSequence", "must not be less than fromSequence")], QUERY)
+        start = max(first or 1, (sequence_cursor(cursor) or 0) + 1)
+        await service.store.get_app(app_id, caller.account_id)
+        records, next_cursor = await _by_sequence(service, app_id, start, last, limit)
     else:
-        records, next_cursor = await _by_time(service, app_id, since, until, limit, cursor)
+        query = RecordFilter(
+            since=parse_time(since, "from", service.zone),
+            until=parse_time(until, "to", service.zone),
+            after=time_cursor(cursor),
+            limit=limit,
+        )
+        await service.store.get_app(app_id, caller.account_id)
+        records, next_cursor = await _by_time(service, app_id, query)
     return Response(_record_page(records, next_cursor), media_type="application/json")
 
 
 async def _by_time(
-    service: Service,
-    app_id: str,
-    since: str | None,
-    until: str | None,
-    limit: int,
-    cursor: str | None,
+    service: Service, app_id: str, query: RecordFilter
 ) -> tuple[list[StoredRecord], str | None]:
-    after = decode_cursor(cursor)
-    query = RecordFilter(
-        since=parse_time(since, "from", service.zone),
-        until=parse_time(until, "to", service.zone),
-        after=_record_cursor(after) if after is not None else None,
-        limit=limit,
-    )
     records = await service.store.list_records(app_id, query)
-    if len(records) < limit:
+    if len(records) < query.limit:
         return records, None
     return records, encode_cursor([records[-1].call_start.timestamp(), records[-1].id])
 
 
 async def _by_sequence(
-    service: Service,
-    app_id: str,
-    first: int | None,
-    last: int | None,
-    limit: int,
-    cursor: str | None,
+    service: Service, app_id: str, start: int, last: int | None, limit: int
 ) -> tuple[list[StoredRecord], str | None]:
-    after = decode_cursor(cursor)
-    if after is not None and not isinstance(after, int):
-        raise invalid([_problem("cursor", "is not a cursor this API gave")], "query")
-    start = max(first or 1, (after or 0) + 1)
-    records = await service.store.records_by_sequence(app_id, start, last or 2**62, limit)
-    more = len(records) == limit and records[-1].sequence != last
+    records = await service.store.records_by_sequence(app_id, start, last or INT64_MAX, limit)
+    more = len(records) == limit and records[-1].sequence not in (last, INT64_MAX)
     return records, encode_cursor(records[-1].sequence) if more else None
 
 
@@ -204,39 +224,33 @@ def _problem(field: str, reason: str) -> Problem:
     return Problem(field=field, reason=reason)
 
 
-def _record_cursor(value: object) -> tuple[datetime, int]:
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], int | float)
-        and isinstance(value[1], int)
-    ):
-        return datetime.fromtimestamp(value[0], UTC), value[1]
-    raise invalid([_problem("cursor", "is not a cursor this API gave")], "query")
-
-
 @router.get("/call-records/{call_session_id}/deliveries", tags=["deliveries"])
 async def record_deliveries(
-    app_id: str, call_session_id: str, caller: Manager, service: ServiceDep
-) -> DeliveriesOut:
+    app_id: PathId,
+    call_session_id: PathId,
+    caller: Manager,
+    service: ServiceDep,
+    limit: Limit = PAGE_SIZE,
+    cursor: Cursor = None,
+) -> DeliveryPage:
     """The deliveries of a record, newest first: state, and every attempt with its outcome."""
-    await service.store.get_app(app_id, caller.account_id)
-    deliveries = await service.store.deliveries_of(app_id, call_session_id)
-    if not deliveries:
-        raise ApiError(404, "not_found", "This app has no record with this callSessionId.")
-    return DeliveriesOut(
-        call_session_id=call_session_id,
-        deliveries=[DeliveryOut.of(delivery) for delivery in deliveries],
+    query = DeliveryFilter(
+        call_session_id=call_session_id, before_id=id_cursor(cursor), limit=limit
     )
+    page = await _delivery_page(service, app_id, caller.account_id, query)
+    if not page.items and cursor is None:
+        raise ApiError(404, "not_found", "This app has no record with this callSessionId.")
+    return page
 
 
-@router.post(
+@idempotent_post(
+    router,
     "/call-records/{call_session_id}/resend",
     status_code=status.HTTP_202_ACCEPTED,
     tags=["deliveries"],
 )
 async def resend(
-    app_id: str, call_session_id: str, caller: Manager, service: ServiceDep
+    app_id: PathId, call_session_id: PathId, caller: Manager, service: ServiceDep
 ) -> DeliveryOut:
     """Push a record again now: a new delivery with its own attempts, the record unchanged."""
     await service.store.get_app(app_id, caller.account_id)
@@ -247,35 +261,43 @@ async def resend(
 
 @router.get("/deliveries", tags=["deliveries"])
 async def list_deliveries(
-    app_id: str,
+    app_id: PathId,
     caller: Manager,
     service: ServiceDep,
     state: Annotated[
-        str | None, Query(description="Comma-separated: held, pending, sending, delivered, failed")
+        str | None,
+        Query(
+            max_length=200,
+            description="Comma-separated: held, pending, sending, delivered, failed",
+        ),
     ] = None,
-    since: Annotated[str | None, Query(description="Created at or after")] = None,
-    until: Annotated[str | None, Query(description="Created before")] = None,
-    call_session_id: Annotated[str | None, Query(alias="callSessionId")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    since: Annotated[TimeText | None, Query(description="Created at or after")] = None,
+    until: Annotated[TimeText | None, Query(description="Created before")] = None,
+    call_session_id: Annotated[ObjectId | None, Query(alias="callSessionId")] = None,
+    limit: Limit = PAGE_SIZE,
+    cursor: Cursor = None,
 ) -> DeliveryPage:
     """The app's delivery log, newest first, each delivery with its attempts."""
-    await service.store.get_app(app_id, caller.account_id)
-    before = decode_cursor(cursor)
-    if before is not None and not isinstance(before, int):
-        raise invalid([Problem(field="cursor", reason="is not a cursor this API gave")], "query")
     query = DeliveryFilter(
         states=_states(state),
         since=parse_time(since, "since", service.zone),
         until=parse_time(until, "until", service.zone),
         call_session_id=call_session_id,
-        before_id=before,
+        before_id=id_cursor(cursor),
         limit=limit,
     )
+    return await _delivery_page(service, app_id, caller.account_id, query)
+
+
+async def _delivery_page(
+    service: Service, app_id: str, account_id: str | None, query: DeliveryFilter
+) -> DeliveryPage:
+    await service.store.get_app(app_id, account_id)
     deliveries = await service.store.list_deliveries(app_id, query)
+    last = deliveries[-1].id if len(deliveries) == query.limit else None
     return DeliveryPage(
-        deliveries=[DeliveryOut.of(delivery) for delivery in deliveries],
-        next_cursor=encode_cursor(deliveries[-1].id) if len(deliveries) == limit else None,
+        items=[DeliveryOut.of(delivery) for delivery in deliveries],
+        next_cursor=None if last is None else encode_cursor(last),
     )
 
 
@@ -285,27 +307,30 @@ def _states(text: str | None) -> frozenset[DeliveryState]:
         return frozenset(DeliveryState(name) for name in names)
     except ValueError:
         allowed = ", ".join(state.value for state in DeliveryState)
-        raise invalid(
-            [Problem(field="state", reason=f"must be among {allowed}")], "query"
-        ) from None
+        raise invalid([Problem(field="state", reason=f"must be among {allowed}")], QUERY) from None
 
 
-@router.post(
+@idempotent_post(
+    router,
     "/replays",
     status_code=status.HTTP_202_ACCEPTED,
     tags=["deliveries"],
-    responses={200: {"model": ReplayOut, "description": "The same replay was already asked"}},
+    responses={200: {"model": ReplayOut, "description": "The same replay was asked already"}},
 )
 async def create_replay(
-    app_id: str, body: ReplayCreate, caller: Manager, service: ServiceDep, response: Response
+    app_id: PathId, body: ReplayCreate, caller: Manager, service: ServiceDep, response: Response
 ) -> ReplayOut:
     """Push again every record whose call started in [``from``, ``to``), or every record
     whose latest delivery failed since ``failedSince``, as one background job.
 
-    At most 100,000 records per replay (a larger range is refused: split it). Asking for
-    the same replay while it has not finished returns it (200) instead of starting another."""
-    await service.store.get_app(app_id, caller.account_id)
+    Times are ISO 8601 with an offset, or ``yyyy-MM-dd HH:mm:ss`` in the record time zone,
+    between 1970 and 2100. At most 100,000 records per replay (a larger range is refused:
+    split it). Asking for the same replay (same ``from`` and ``to``, or ``failedSince``)
+    returns the app's latest one (200) instead of starting another while it enqueues,
+    while any delivery it made is not finished (held, pending, sending), and in any case
+    for a minute after it was asked."""
     kind, start, end = _replay_request(body, service)
+    await service.store.get_app(app_id, caller.account_id)
     job, created = await service.store.create_replay(
         app_id,
         kind=kind,
@@ -328,9 +353,9 @@ def _replay_request(
     if body.failed_since is not None:
         if body.range_from or body.range_to:
             raise invalid([Problem(field="failedSince", reason="cannot be combined with from/to")])
-        return ReplayKind.FAILED, parse_time(body.failed_since, "failedSince", zone), None
-    start = parse_time(body.range_from, "from", zone)
-    end = parse_time(body.range_to, "to", zone)
+        return ReplayKind.FAILED, parse_time(body.failed_since, "failedSince", zone, BODY), None
+    start = parse_time(body.range_from, "from", zone, BODY)
+    end = parse_time(body.range_to, "to", zone, BODY)
     if start is None or end is None:
         raise invalid([Problem(field="from", reason="from and to are required (or failedSince)")])
     if end <= start:
@@ -340,7 +365,7 @@ def _replay_request(
 
 @router.get("/replays/{replay_id}", tags=["deliveries"])
 async def get_replay(
-    app_id: str, replay_id: str, caller: Manager, service: ServiceDep
+    app_id: PathId, replay_id: PathId, caller: Manager, service: ServiceDep
 ) -> ReplayOut:
     """A replay's progress: records covered, enqueued, and its deliveries by state."""
     await service.store.get_app(app_id, caller.account_id)

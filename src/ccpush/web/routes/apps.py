@@ -1,41 +1,56 @@
-"""Account Management → Voice Application Management: the account's apps, each with its
-cc-http push address (set, change, clear), pausing, and a test push."""
+"""Account Management → Voice Application Management: the account's apps with what came of
+their records in the last 24 hours, the search for a record by callSessionId, and each
+app's settings: its cc-http push address (set, change, clear), pausing, a test push and
+its signing secret."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ccpush.actions import PushTrial, pause_app, resume_app, send_test_push, target_problem
-from ccpush.api.schemas import check_push_url
-from ccpush.models import WAITING, App, AttemptBucket
+from ccpush.api.schemas import MAX_NAME_LENGTH, MAX_URL_LENGTH, check_printable, check_push_url
+from ccpush.models import App, SigningKeys
 from ccpush.service import Service
+from ccpush.store.base import AppActivity
+from ccpush.web.activity import sum_activity
 from ccpush.web.console import AppDep, Console, ConsoleDep, Viewer, ViewerDep
 from ccpush.web.forms import read_form
 from ccpush.web.pages import redirect, url_to
+from ccpush.web.search import SEARCH, apps_with_record
 
 router = APIRouter()
 
-MAX_URL_LENGTH = 2048
-MAX_NAME_LENGTH = 200
+DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
 class AppRow:
-    """An app as the list shows it: its backlog and its last 24 hours."""
+    """An app as the list shows it: what came of its pushes in the last 24 hours, and what
+    waits now."""
 
     app: App
-    backlog: int
-    day: AttemptBucket | None
+    activity: AppActivity
 
 
 @router.get("/apps")
 async def list_apps(request: Request, console: ConsoleDep, viewer: ViewerDep) -> Response:
-    """The account's voice applications, with their address, state and recent pushes."""
-    return await _apps_page(request, console, viewer, name="", push_url="", errors={})
+    """The account's voice applications, with their address, state and recent pushes; with
+    ``?callSessionId=``, the record's deliveries in the app that has it."""
+    sought = request.query_params.get(SEARCH, "").strip()
+    if not sought:
+        return await _apps_page(request, console, viewer)
+    apps = await console.service.store.list_apps(viewer.account.id)
+    hits = await apps_with_record(console.service.store, apps, sought)
+    if len(hits) == 1:
+        url = url_to(request, "delivery_log", app_id=hits[0].id)
+        return redirect(request, f"{url}?{urlencode({SEARCH: sought})}")
+    return await _apps_page(request, console, viewer, sought=sought, hits=hits)
 
 
 async def _apps_page(
@@ -43,25 +58,28 @@ async def _apps_page(
     console: Console,
     viewer: Viewer,
     *,
-    name: str,
-    push_url: str,
-    errors: dict[str, str],
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    sought: str = "",
+    hits: Sequence[App] = (),
 ) -> Response:
     service = console.service
     apps = sorted(await service.store.list_apps(viewer.account.id), key=lambda app: app.name)
-    rows = [await _row(service, app) for app in apps]
-    form = {"name": name, "push_url": push_url}
-    status = 422 if errors else 200
+    since = service.clock.now() - DAY
+    activity = await service.store.app_activity(since=since, account_id=viewer.account.id)
+    rows = [AppRow(app, activity.get(app.id, AppActivity(app_id=app.id))) for app in apps]
     return console.page(
-        request, viewer, "apps.html", status=status, rows=rows, form=form, errors=errors
+        request,
+        viewer,
+        "apps.html",
+        status=422 if errors else 200,
+        rows=rows,
+        account=sum_activity(row.activity for row in rows),
+        form=form or {"name": "", "push_url": ""},
+        errors=errors or {},
+        sought=sought,
+        hits=hits,
     )
-
-
-async def _row(service: Service, app: App) -> AppRow:
-    counts = await service.store.count_by_state(app.id)
-    since = service.clock.now() - timedelta(days=1)
-    day = await service.store.attempt_stats(app.id, since=since, bucket=timedelta(days=2))
-    return AppRow(app, sum(counts[state] for state in WAITING), day[0] if day else None)
 
 
 @router.post("/apps")
@@ -70,19 +88,30 @@ async def create_app(request: Request, console: ConsoleDep, viewer: ViewerDep) -
     form = await read_form(request)
     name, push_url = form.get("name", "").strip(), form.get("push_url", "").strip()
     errors = {}
-    if not name or len(name) > MAX_NAME_LENGTH:
-        errors["name"] = f"Enter a name of 1 to {MAX_NAME_LENGTH} characters."
+    if problem := name_problem(name):
+        errors["name"] = problem
     if push_url and (problem := await address_problem(console.service, push_url)):
         errors["push_url"] = problem
     if errors:
-        return await _apps_page(
-            request, console, viewer, name=name, push_url=push_url, errors=errors
-        )
+        form = {"name": name, "push_url": push_url}
+        return await _apps_page(request, console, viewer, form=form, errors=errors)
     service = console.service
     app = await service.store.create_app(
         name=name, push_url=push_url or None, now=service.clock.now(), account_id=viewer.account.id
     )
     return redirect(request, url_to(request, "show_app", app_id=app.id) + "?notice=created")
+
+
+def name_problem(name: str) -> str | None:
+    """What is wrong with a name (an app's, an account's, a key's), said for the form; None
+    if it will do."""
+    if not name or len(name) > MAX_NAME_LENGTH:
+        return f"Enter a name of 1 to {MAX_NAME_LENGTH} characters."
+    try:
+        check_printable(name)
+    except ValueError as exc:
+        return f"The name {exc}."
+    return None
 
 
 async def address_problem(service: Service, push_url: str) -> str | None:
@@ -101,11 +130,38 @@ async def address_problem(service: Service, push_url: str) -> str | None:
 async def show_app(
     request: Request, console: ConsoleDep, viewer: ViewerDep, app: AppDep
 ) -> Response:
-    """One app's settings: its push address, pausing, and the test push."""
-    return _app_page(request, console, viewer, app)
+    """One app's settings: its push address, pausing, the test push and the signing secret
+    (shown with ``?secret=shown``)."""
+    shown = request.query_params.get("secret") == "shown"
+    return await app_page(request, console, viewer, app, secret_shown=shown)
 
 
-def _app_page(
+@dataclass(frozen=True, slots=True)
+class SigningPanel:
+    """The app's signing secrets as its settings show them: hidden unless asked for."""
+
+    app: App
+    keys: SigningKeys
+    shown: bool
+    now: datetime
+    overlap: timedelta
+    """How long a rotated-out secret keeps signing (``CCPUSH_ROTATION_OVERLAP``)."""
+
+    @property
+    def previous_until(self) -> datetime | None:
+        """Until when the previous secret still signs, if it does now."""
+        until = self.keys.previous_until
+        return until if self.keys.previous and until and until > self.now else None
+
+
+async def signing_panel(console: Console, app: App, *, shown: bool) -> SigningPanel:
+    service = console.service
+    keys = await service.store.signing_keys(app.id)
+    overlap = service.settings.rotation_overlap
+    return SigningPanel(app, keys, shown, service.clock.now(), overlap)
+
+
+async def app_page(
     request: Request,
     console: Console,
     viewer: Viewer,
@@ -114,6 +170,7 @@ def _app_page(
     push_url: str | None = None,
     error: str | None = None,
     trial: PushTrial | None = None,
+    secret_shown: bool = False,
 ) -> Response:
     return console.page(
         request,
@@ -125,7 +182,8 @@ def _app_page(
         push_url=app.push_url or "" if push_url is None else push_url,
         error=error,
         trial=trial,
-        schedule=console.service.settings.schedule,
+        schedule=console.service.settings.retry_schedule,
+        signing=await signing_panel(console, app, shown=secret_shown),
     )
 
 
@@ -138,7 +196,7 @@ async def set_address(
     error = "Enter an address, or use Clear address to remove it." if not push_url else None
     error = error or await address_problem(console.service, push_url)
     if error:
-        return _app_page(request, console, viewer, app, push_url=push_url, error=error)
+        return await app_page(request, console, viewer, app, push_url=push_url, error=error)
     service = console.service
     await service.store.update_app(app.id, now=service.clock.now(), push_url=push_url)
     return _changed(request, console, app, "address-saved")
@@ -180,4 +238,4 @@ async def send_test(
     trial = await send_test_push(console.service, app, app.push_url) if app.push_url else None
     if request.headers.get("hx-request") == "true":
         return console.page(request, viewer, "_test_result.html", app=app, trial=trial)
-    return _app_page(request, console, viewer, app, trial=trial)
+    return await app_page(request, console, viewer, app, trial=trial)

@@ -11,14 +11,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import QueryParams
 
-from ccpush.api.routes.records import MAX_REPLAY_RECORDS
 from ccpush.errors import NotFound, ReplayTooLarge
 from ccpush.models import WAITING, App, Delivery, DeliveryState, ReplayJob, ReplayKind, ReplayState
+from ccpush.replays import MAX_REPLAY_RECORDS
 from ccpush.service import Service
 from ccpush.store.base import DeliveryFilter
 from ccpush.web.console import AppDep, Console, ConsoleDep, Viewer, ViewerDep
 from ccpush.web.forms import local_value, parse_local, read_form
 from ccpush.web.pages import redirect, url_to
+from ccpush.web.search import SEARCH, searchable_session_id
 
 router = APIRouter()
 
@@ -36,8 +37,14 @@ class LogFilters:
     state: str
     since: str
     until: str
+    call_session_id: str
     query: DeliveryFilter
     problems: tuple[str, ...]
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether any filter is set (a state, a time, a record)."""
+        return bool(self.state or self.since or self.until or self.call_session_id)
 
     def link(self, **changes: str | int | None) -> str:
         """This log's query string with ``changes``; empty values left out."""
@@ -45,6 +52,7 @@ class LogFilters:
             "state": self.state,
             "since": self.since,
             "until": self.until,
+            SEARCH: self.call_session_id,
         }
         values.update(changes)
         return urlencode({key: value for key, value in values.items() if value})
@@ -52,6 +60,7 @@ class LogFilters:
 
 def read_filters(params: QueryParams, zone: tzinfo) -> LogFilters:
     state, since, until = (params.get(name, "").strip() for name in ("state", "since", "until"))
+    call_session_id = params.get(SEARCH, "").strip()
     problems: list[str] = []
     states: frozenset[DeliveryState] = frozenset()
     if state in {member.value for member in DeliveryState}:
@@ -65,10 +74,11 @@ def read_filters(params: QueryParams, zone: tzinfo) -> LogFilters:
         states=states,
         since=start,
         until=end,
+        call_session_id=call_session_id or None,
         before_id=int(before) if before.isdigit() else None,
         limit=PAGE_SIZE,
     )
-    return LogFilters(state, since, until, query, tuple(problems))
+    return LogFilters(state, since, until, call_session_id, query, tuple(problems))
 
 
 def _time(text: str, label: str, zone: tzinfo, problems: list[str]) -> datetime | None:
@@ -122,8 +132,10 @@ async def _log_page(
     service = console.service
     filters = read_filters(request.query_params, service.zone)
     store = service.store
-    deliveries = [] if filters.problems else await store.list_deliveries(app.id, filters.query)
-    day_ago = service.clock.now() - timedelta(days=1)
+    searchable = searchable_session_id(filters.call_session_id)
+    found = not filters.problems and (searchable or not filters.call_session_id)
+    deliveries = await store.list_deliveries(app.id, filters.query) if found else []
+    now = service.clock.now()
     return console.page(
         request,
         viewer,
@@ -136,8 +148,9 @@ async def _log_page(
         more=len(deliveries) == PAGE_SIZE,
         counts=await store.count_by_state(app.id),
         progress=progress,
-        replay_since=replay_since or local_value(day_ago, service.zone),
+        replay_since=replay_since or local_value(now - timedelta(days=1), service.zone),
         replay_error=replay_error,
+        time_example=local_value(now, service.zone),
     )
 
 
@@ -168,7 +181,7 @@ async def show_delivery(
         delivery=delivery,
         record=versions[0] if versions else None,
         history=await service.store.deliveries_of(app.id, delivery.call_session_id),
-        max_attempts=service.settings.schedule.max_attempts,
+        max_attempts=service.settings.retry_schedule.max_attempts,
     )
 
 
@@ -179,7 +192,7 @@ async def delivery_status(
     """The state and attempts of a delivery (polled by its page while it is not finished)."""
     service = console.service
     delivery = await find_delivery(service, app, delivery_id)
-    max_attempts = service.settings.schedule.max_attempts
+    max_attempts = service.settings.retry_schedule.max_attempts
     return console.page(
         request,
         viewer,

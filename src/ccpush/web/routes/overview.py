@@ -1,5 +1,5 @@
-"""An app's overview: pushes delivered, retrying and failed over the last 24 hours and 7
-days, drawn as charts, and the backlog now."""
+"""An app's overview: records delivered and failed, and push attempts by outcome, over the
+last 24 hours and 7 days, drawn as charts; and the records waiting now."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ WEEK_LABELS = Labels(period="%a %d %b %H:%M", tick="%a %d", tick_hours=24)
 async def overview(
     request: Request, console: ConsoleDep, viewer: ViewerDep, app: AppDep
 ) -> Response:
-    """Numbers first, then how they moved: success rate and volume per hour and per 6 hours."""
+    """Numbers first, then how they moved: attempts by outcome per hour and per 6 hours."""
     service, zone = console.service, console.service.zone
     now = service.clock.now()
     day = window(now, zone, span=timedelta(days=1), period=HOUR)
@@ -42,10 +42,12 @@ async def overview(
         counts=counts,
         backlog=sum(counts[state] for state in WAITING),
         charts=[
-            draw("chart-day", "Pushes per hour, last 24 hours", day, by_hour, zone, DAY_LABELS),
+            draw(
+                "chart-day", "Push attempts per hour, last 24 hours", day, by_hour, zone, DAY_LABELS
+            ),
             draw(
                 "chart-week",
-                "Pushes per 6 hours, last 7 days",
+                "Push attempts per 6 hours, last 7 days",
                 week,
                 by_six_hours,
                 zone,

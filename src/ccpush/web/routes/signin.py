@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from ccpush.api.auth import Caller, caller_for
+from ccpush.api.auth import Caller, Refused, check_token, client_address
 from ccpush.errors import NotFound
 from ccpush.store.base import DEFAULT_ACCOUNT
 from ccpush.web.console import (
@@ -39,32 +39,41 @@ async def sign_in_page(request: Request, console: ConsoleDep) -> Response:
     try:
         await current_viewer(request, console)
     except (SignInRequired, TooManyRequests, NotFound):
-        return _form(request, console, error=None, status=200)
+        return await _form(request, console, error=None, status=200)
     return redirect(request, url_to(request, "list_apps"))
 
 
 @router.post("/sign-in")
 async def sign_in(request: Request, console: ConsoleDep) -> Response:
-    """Check the key like the API does, counting failures against the same limit."""
+    """Check the key like the API does, counting failures against the same limits."""
     token = (await read_form(request)).get("key", "").strip()
-    client = request.client.host if request.client else "unknown"
-    if (wait := console.auth_failures.peek(client)) is not None:
-        seconds = max(1, math.ceil(wait))
-        error = f"Too many failed sign-ins from this address. Try again in {seconds} s."
-        return _form(request, console, error, 429, {"Retry-After": str(seconds)})
     if not token:
-        return _form(request, console, "Enter an API key.", 400)
-    store = console.service.store
-    caller = await caller_for(token, admin_token=console.admin_token, store=store)
-    if caller is None:
-        console.auth_failures.take(client)
-        return _form(request, console, "This key is not valid, or it has been revoked.", 401)
+        return await _form(request, console, "Enter an API key.", 400)
+    caller = await check_token(
+        token,
+        client_address(request),
+        console.auth_failures,
+        admin_token=console.admin_token,
+        store=console.service.store,
+    )
+    if isinstance(caller, Refused):
+        return await _refused(request, console, caller)
     if not caller.may_manage:
         error = "This key may only send call records. Sign in with a manage key."
-        return _form(request, console, error, 403)
+        return await _form(request, console, error, 403)
     response = redirect(request, url_to(request, "list_apps"))
     console.sessions.write(response, request, _session_for(caller, console))
     return response
+
+
+async def _refused(request: Request, console: Console, refused: Refused) -> Response:
+    if refused.retry_after is None:
+        return await _form(request, console, "This key is not valid, or it has been revoked.", 401)
+    seconds = max(1, math.ceil(refused.retry_after))
+    error = (
+        f"Too many failed sign-ins from this address or with this key. Try again in {seconds} s."
+    )
+    return await _form(request, console, error, 429, {"Retry-After": str(seconds)})
 
 
 def _session_for(caller: Caller, console: Console) -> Session:
@@ -74,14 +83,14 @@ def _session_for(caller: Caller, console: Console) -> Session:
     return signed_in_as(key_id=caller.key_id, admin=None, account_id=caller.account_id)
 
 
-def _form(
+async def _form(
     request: Request,
     console: Console,
     error: str | None,
     status: int,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    session = console.sessions.read(request)
+    session = await console.sessions.read(request)
     if session is None or session.signed_in:
         session = anonymous()
     response = console.page(
@@ -94,6 +103,10 @@ def _form(
 
 @router.post("/sign-out")
 async def sign_out(request: Request, console: ConsoleDep) -> Response:
+    """End the session on the server (a copy of its cookie no longer signs in, in any
+    process on the store), and drop the cookie."""
+    if (session := await console.sessions.read(request)) is not None:
+        await console.sessions.end(session)
     response = redirect(request, url_to(request, "sign_in_page"))
     console.sessions.clear(response, request)
     return response

@@ -1,15 +1,15 @@
 """Pushes made in child processes: the HTTP work of pushing moved off the dispatcher's core.
 
 A Python process runs one thread of Python at a time, and a push's HTTP work is most of a
-dispatcher's CPU. ``ProcessSender`` has the ``Sender``'s interface (``send`` one attempt,
+dispatcher's CPU. ``ProcessSender`` has every sender's interface (``send`` one attempt,
 get its ``Outcome``) but hands each attempt to one of ``processes`` child processes, each
-running a ``Sender`` of its own. Claims, retry decisions and outcome writes stay in the
-dispatcher's process, so the two halves run on different cores.
+running a sender of its own (aiohttp's or reqwest's). Claims, retry decisions and outcome
+writes stay in the dispatcher's process, so the two halves run on different cores.
 
     dispatcher ── send(url, body, headers) ──► ProcessSender ── the child holding fewest
                                                                  │ attempts, in batches
                                                                  ▼ over a socket pair
-                                          child: Sender ── POST ──► receiver
+                                          child: sender ── POST ──► receiver
                                                                  │
                Outcome ◄── in batches ◄──────────────────────────┘
 
@@ -17,6 +17,8 @@ The dispatcher keeps each host within its cap whichever child pushes; each child
 own connections per host. A child that exits fails the attempts it held with
 ``ErrorKind.INTERRUPTED`` (the receiver may have had them; they are retried on the schedule,
 under the same ``webhook-id``), and another is started for the next push.
+
+A child is ``python -m ccpush.senders FD`` (``main`` here), FD its end of the socket pair.
 """
 
 from __future__ import annotations
@@ -36,12 +38,16 @@ from ccpush.clock import Clock, SystemClock
 from ccpush.guard import TargetPolicy
 from ccpush.loop import run
 from ccpush.models import ErrorKind, Outcome
-from ccpush.sender import HttpClient, Pushes, SenderLimits, local_sender
+from ccpush.senders.aiohttp import Sender
+from ccpush.senders.base import LocalPushes, Pushes, SenderLimits
 
 log = logging.getLogger(__name__)
 
 # Frames are pickles, read only from the socket pair between this process and its own child.
 FRAME_HEADER: Final = struct.Struct("!I")
+CHILD_MODULE: Final = "ccpush.senders"
+"""What a child runs (its ``__main__``: ``main`` here). Not this module: the package
+imports it, and ``python -m`` would run it a second time."""
 STOP_MARGIN: Final = 5.0
 """Seconds beyond the push timeout a child may take to finish its attempts once told to
 stop, before it is killed."""
@@ -49,12 +55,14 @@ stop, before it is killed."""
 Request = tuple[int, str, bytes, dict[str, str]]
 """An attempt, to a child: (number, url, body, headers)."""
 Reply = tuple[int, float, int | None, str | None, str | None, str | None]
-"""Its outcome, from the child: (number, duration_ms, status, error kind, error, excerpt)."""
+"""Its outcome, from the child: (number, duration_ms, status, error kind, error, excerpt);
+the texts as the child's sender made them (``ccpush.senders.base.make_outcome``): storable, so
+the parent takes them as they come."""
 
 
 class ProcessSender(Pushes):
-    """Push attempts made by ``processes`` child processes, each with the sender of
-    ``client`` (``ccpush.sender.local_sender``)."""
+    """Push attempts made by ``processes`` child processes, each with a ``sender`` of its
+    own (aiohttp's ``Sender`` by default)."""
 
     def __init__(
         self,
@@ -63,13 +71,13 @@ class ProcessSender(Pushes):
         *,
         policy: TargetPolicy | None = None,
         processes: int = 1,
-        client: HttpClient = "aiohttp",
+        sender: type[LocalPushes] = Sender,
     ) -> None:
         if processes < 1:
             raise ValueError("a ProcessSender needs at least one process")
         super().__init__(clock, limits, policy=policy)
         self.processes = processes
-        self._config = pickle.dumps((self.limits, self.policy, client))
+        self._config = pickle.dumps((self.limits, self.policy, sender))
         self._children: list[_Child] = []
         self._replacing: dict[int, asyncio.Task[_Child]] = {}
 
@@ -155,7 +163,7 @@ class _Child:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "ccpush.push_processes",
+                CHILD_MODULE,
                 str(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
@@ -259,7 +267,7 @@ async def serve(sock: socket.socket) -> None:
     """Push the attempts read from ``sock`` and write their outcomes back, both in batches;
     once the parent closes its side, finish the attempts held and return."""
     reader, writer = await asyncio.open_connection(sock=sock)
-    limits, policy, client = pickle.loads(await _read_frame(reader))  # noqa: S301
+    limits, policy, sender_type = pickle.loads(await _read_frame(reader))  # noqa: S301
     loop = asyncio.get_running_loop()
     outbox: list[Reply] = []
     pushing: set[asyncio.Task[None]] = set()
@@ -279,7 +287,7 @@ async def serve(sock: socket.socket) -> None:
         if len(outbox) == 1:
             loop.call_soon(flush)
 
-    async with local_sender(client, SystemClock(), limits, policy=policy) as sender:
+    async with sender_type(SystemClock(), limits, policy=policy) as sender:
         writer.write(_frame(pickle.dumps([])))
         while True:
             try:
@@ -298,12 +306,8 @@ async def serve(sock: socket.socket) -> None:
 
 
 def main() -> None:
-    """A child's entry point: ``python -m ccpush.push_processes FD``."""
+    """A child's entry point: ``python -m ccpush.senders FD``."""
     # The parent handles signals, and stops its children by closing its side of the socket.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     run(serve(socket.socket(fileno=int(sys.argv[1]))))
-
-
-if __name__ == "__main__":
-    main()

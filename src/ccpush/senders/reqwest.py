@@ -1,8 +1,9 @@
 """One HTTP attempt made by reqwest, the Rust client, through pyreqwest: ``ReqwestSender``.
 
-The same contract as ``ccpush.sender.Sender``: the same outcomes, error kinds, headers,
-excerpt and target policy, at about half the CPU per push (``bench/throughput.py``), the
-HTTP work running in reqwest's own thread. Chosen with ``CCPUSH_HTTP_CLIENT=reqwest``.
+The same contract as aiohttp's ``ccpush.senders.aiohttp.Sender``: the same outcomes, error
+kinds, headers, excerpt and target policy, at about half the CPU per push
+(``bench/throughput.py``), the HTTP work running in reqwest's own thread. Chosen with
+``CCPUSH_HTTP_CLIENT=reqwest``.
 
 The guard. reqwest resolves names and opens sockets in Rust, where no Python resolver or
 socket factory can look, so the one address each request may reach is decided here, before
@@ -18,6 +19,10 @@ it is sent, by ``_route``:
 Each destination host has its own client: its pool is the host's kept-alive connections,
 and its request limit is the per-host cap. Redirects are not followed, no proxy is used,
 no cookie is kept and nothing is decompressed.
+
+An answer is judged as ``ccpush.senders.base`` says: by its status once its head is read
+(the response is handed over as soon as it is: ``streamed_read_buffer_limit(0)``, so that
+what befalls the body after cannot fail the attempt), its body only excerpted.
 """
 
 from __future__ import annotations
@@ -29,28 +34,37 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
+from pathlib import Path
 from typing import Final
 
 from aiohttp.abc import AbstractResolver
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import (
     ConnectError,
+    ConnectTimeoutError,
     NetworkError,
     PyreqwestError,
     RequestTimeoutError,
 )
 from pyreqwest.http import Url
+from pyreqwest.response import Response, ResponseBodyReader
 from yarl import URL
 
 from ccpush.clock import Clock
 from ccpush.guard import GuardedResolver, TargetPolicy, check_address, check_url, refusal_in
 from ccpush.models import ErrorKind, Outcome
-from ccpush.sender import (
+from ccpush.senders.base import (
     TARGETS_KEPT,
-    Pushes,
+    Answer,
+    LocalPushes,
     SenderLimits,
+    connect_refused,
+    connect_timeout,
     judge_status,
     make_outcome,
+    no_such_host,
+    read_timeout,
+    untrusted_certificate,
     with_push_headers,
 )
 
@@ -58,7 +72,6 @@ ANSWER_LIFETIME: Final = timedelta(seconds=60)
 """How long an allowed DNS answer is used before the name is resolved (and checked) again."""
 FOREVER: Final = datetime.max.replace(tzinfo=UTC)
 ROUTES_KEPT: Final = 1024
-KEEPALIVE: Final = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +96,8 @@ class _Route:
     """When the host name is to be resolved again."""
 
 
-class ReqwestSender(Pushes):
-    """Makes push attempts with reqwest, a client per host reusing its connections.
-
-    ``policy`` and ``resolver`` are as for ``ccpush.sender.Sender``.
-    """
+class ReqwestSender(LocalPushes):
+    """Makes push attempts with reqwest, a client per host reusing its connections."""
 
     def __init__(
         self,
@@ -97,16 +107,18 @@ class ReqwestSender(Pushes):
         policy: TargetPolicy | None = None,
         resolver: AbstractResolver | None = None,
     ) -> None:
-        super().__init__(clock, limits, policy=policy)
-        self._resolver = resolver
+        super().__init__(clock, limits, policy=policy, resolver=resolver)
         self._guarded: GuardedResolver | None = None
         self._targets: dict[str, _Target] = {}
         self._routes: dict[str, _Route] = {}
         self._lookups: dict[str, asyncio.Future[_Route]] = {}
+        bundle = self.limits.ca_bundle
+        self._trusted = Path(bundle).read_bytes() if bundle is not None else None
+        """The CAs of ``limits.ca_bundle``, trusted besides the system's."""
 
     async def start(self) -> None:
         if self._guarded is None:
-            self._guarded = GuardedResolver(self.policy, self._resolver)
+            self._guarded = GuardedResolver(self.policy, self.resolver)
 
     async def close(self) -> None:
         routes, self._routes = self._routes, {}
@@ -124,10 +136,8 @@ class ReqwestSender(Pushes):
         *,
         started_at: datetime | None = None,
     ) -> Outcome:
-        """POST ``body`` to ``url`` once. A 2xx answer is success; anything else is not.
-
-        ``headers`` and ``started_at`` as for ``ccpush.sender.Sender.send``; a host name's
-        answer is used until ``ANSWER_LIFETIME`` after it was read, by ``started_at``."""
+        """``Pushes.send``; a host name's answer is used until ``ANSWER_LIFETIME`` after it
+        was read, by ``started_at``."""
         if self._guarded is None:
             raise RuntimeError("the sender is not started")
         if started_at is None:
@@ -139,7 +149,7 @@ class ReqwestSender(Pushes):
         if target.url is None:
             return make_outcome(started_at, began, ErrorKind.INVALID_URL, target.invalid)
         status: int | None = None
-        excerpt: str | None = None
+        excerpt: bytes | None = None
         kind: ErrorKind | None = None
         error: str | None = None
         try:
@@ -147,16 +157,12 @@ class ReqwestSender(Pushes):
             if route is None or route.until <= started_at:
                 route = await self._route(target, started_at)
             request = route.client.post(target.url).headers(with_push_headers(headers))
-            async with request.body_bytes(body).build_streamed() as response:
-                status = response.status
-                data = await response.body_reader.read(self.limits.excerpt_bytes)
-                if data:
-                    excerpt = bytes(data).decode("utf-8", errors="replace")
-                if not 200 <= status < 300:  # a success needs no look at the rest
-                    location = response.get_header("Location")
-                    kind, error = judge_status(status, _reason(status), location)
+            streamed = request.body_bytes(body).streamed_read_buffer_limit(0).build_streamed()
+            async with streamed as response:
+                status, kind, error, excerpt = await _read(response, self.limits.excerpt_bytes)
         except (PyreqwestError, OSError, TimeoutError) as exc:
-            kind, error = _classify(exc, target)
+            took = time.perf_counter() - began
+            kind, error = _classify(exc, target, self.limits, took)
         return make_outcome(started_at, began, kind, error, status, excerpt)
 
     def _new_target(self, url: str) -> _Target:
@@ -202,10 +208,11 @@ class ReqwestSender(Pushes):
             ClientBuilder()
             .max_connections(limits.per_host)
             .pool_max_idle_per_host(limits.per_host)
-            .pool_idle_timeout(KEEPALIVE)
+            .pool_idle_timeout(timedelta(seconds=limits.idle_seconds))
             .timeout(timedelta(seconds=limits.timeout))
             .connect_timeout(timedelta(seconds=limits.connect_timeout))
             .follow_redirects(False)
+            .http1_allow_obsolete_multiline_headers_in_responses(True)  # as aiohttp reads them
             .referer(False)
             .no_proxy()
             .gzip(False)
@@ -215,6 +222,8 @@ class ReqwestSender(Pushes):
         )
         if pinned is not None:
             builder = builder.resolve(*pinned)
+        if self._trusted is not None:
+            builder = builder.add_root_certificate_pem(self._trusted)
         return builder.build()
 
 
@@ -248,6 +257,44 @@ def _is_address(host: str) -> bool:
     return True
 
 
+async def _read(response: Response, excerpt_bytes: int) -> Answer:
+    # reqwest refuses every other head that aiohttp refuses (see ccpush.senders.base)
+    headers = response.headers
+    if "transfer-encoding" in headers and "content-length" in headers:
+        return None, ErrorKind.PROTOCOL, _BOTH_LENGTHS, None
+    status = response.status
+    excerpt = await _first_bytes(response.body_reader, excerpt_bytes)
+    if 200 <= status < 300:  # a success needs no look at the rest
+        return status, None, None, excerpt
+    kind, error = judge_status(status, _reason(status), _location(response))
+    return status, kind, error, excerpt
+
+
+_BOTH_LENGTHS: Final = "invalid answer: both Transfer-Encoding and Content-Length"
+
+
+async def _first_bytes(body: ResponseBodyReader, limit: int) -> bytes:
+    """The first bytes of a body that arrive, up to ``limit``; none if it is cut short,
+    broken or late (the status alone judges the attempt)."""
+    if not limit:
+        return b""
+    try:
+        chunk = await body.read_chunk()
+    except (PyreqwestError, TimeoutError):
+        return b""
+    return bytes(memoryview(chunk)[:limit]) if chunk else b""
+
+
+UNREADABLE_LOCATION: Final = "(a Location not in visible ASCII)"
+
+
+def _location(response: Response) -> str | None:
+    try:
+        return response.get_header("Location")
+    except ValueError:  # reqwest gives a header as text only if it is visible ASCII
+        return UNREADABLE_LOCATION
+
+
 def _reason(status: int) -> str | None:
     """The status's standard phrase (reqwest does not give the one the receiver sent)."""
     try:
@@ -256,25 +303,46 @@ def _reason(status: int) -> str | None:
         return None
 
 
-def _classify(exc: BaseException, target: _Target) -> tuple[ErrorKind, str]:
+def _classify(
+    exc: BaseException, target: _Target, limits: SenderLimits, took: float
+) -> tuple[ErrorKind, str]:
     refused = refusal_in(exc)
     if refused is not None:
         return ErrorKind.BLOCKED, str(refused)
+    if isinstance(exc, socket.gaierror):
+        return ErrorKind.CONNECT, no_such_host(target.host)
+    if isinstance(exc, ConnectTimeoutError) and took < limits.timeout:
+        return ErrorKind.TIMEOUT, connect_timeout(limits.connect_timeout)
+    if isinstance(exc, TimeoutError | RequestTimeoutError | ConnectTimeoutError):
+        # reqwest calls the whole request's timeout a connection timeout: it is not one
+        return ErrorKind.TIMEOUT, read_timeout(limits.timeout)
     causes = _causes(exc)
     if isinstance(exc, PyreqwestError):  # the first cause repeats the URL: left out
-        detail = ": ".join([f"{type(exc).__name__}: {exc.message}", *causes[1:]])[:500]
+        detail = ": ".join([f"{type(exc).__name__}: {exc.message}", *causes[1:]])
     else:
-        detail = f"{type(exc).__name__}: {exc}".rstrip(": ")[:500]
-    if isinstance(exc, TimeoutError | RequestTimeoutError):
-        return ErrorKind.TIMEOUT, detail
+        detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
     if isinstance(exc, ConnectError):
-        # reqwest names a TCP failure so; any other failure to connect over https is TLS's
-        tcp = any("tcp connect" in cause for cause in causes)
-        https = target.url is not None and target.url.scheme == "https"
-        return (ErrorKind.TLS if https and not tcp else ErrorKind.CONNECT), detail
+        return _connect_failure(causes, target, detail)
     if isinstance(exc, NetworkError | OSError):
         return ErrorKind.CONNECT, detail
     return ErrorKind.PROTOCOL, detail
+
+
+_CERTIFICATE: Final = "invalid peer certificate: "
+
+
+def _connect_failure(causes: list[str], target: _Target, detail: str) -> tuple[ErrorKind, str]:
+    # reqwest names a TCP failure so; any other failure to connect over https is TLS's
+    if any("tcp connect" in cause for cause in causes):
+        if any("Connection refused" in cause for cause in causes):
+            return ErrorKind.CONNECT, connect_refused(target.host, target.port)
+        return ErrorKind.CONNECT, detail
+    if target.url is None or target.url.scheme != "https":
+        return ErrorKind.CONNECT, detail
+    for cause in causes:
+        if _CERTIFICATE in cause:
+            return ErrorKind.TLS, untrusted_certificate(cause.partition(_CERTIFICATE)[2])
+    return ErrorKind.TLS, f"tls: {detail}"
 
 
 def _causes(exc: BaseException) -> list[str]:
