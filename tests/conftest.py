@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from ccpush.clock import ManualClock
+from ccpush.secret_box import new_key
 from ccpush.service import Service
 from ccpush.store import Store, open_store
 from tests.api_client import Api
@@ -22,6 +23,9 @@ POSTGRES_URL = os.environ.get(
     "CCPUSH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# One secret key for the whole run: stores a test opens without a box, services and the
+# workers tests start (which inherit the environment) all seal and open with it.
+os.environ.setdefault("CCPUSH_SECRET_KEY", new_key())
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 

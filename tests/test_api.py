@@ -58,7 +58,8 @@ async def test_create_read_and_change_an_app(client: httpx.AsyncClient) -> None:
     assert got["pushUrl"] == "http://127.0.0.1:9/cdr"
     assert set(got) == {
         "id", "accountId", "name", "pushUrl", "paused", "pushing", "signing", "createdAt",
-        "updatedAt", "pausedReason", "failingSince",
+        "updatedAt", "pausedReason", "failingSince", "rateLimit", "maxInFlight",
+        "pushHeaders", "pushAuth", "clientCertificate",
     }  # fmt: skip
     assert (got["accountId"], got["paused"], got["pushing"]) == ("acc_default", False, True)
     changed = await client.patch(f"/v1/apps/{app_id}", json={"pushUrl": "https://example.com/x"})

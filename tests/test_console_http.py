@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from ccpush.clock import ManualClock
 from ccpush.models import DeliveryState
+from ccpush.pacing import Signal
 from ccpush.service import Service
 from tests.api_client import ADMIN, Api, ok
 from tests.conftest import minimal_record
@@ -740,6 +742,38 @@ async def test_the_platform_overview_shows_the_apps_failing_and_lagging_most(
     assert by_account is not None
     assert "Globex" in by_account.group(1)
     assert "records waiting" in page
+
+
+async def test_the_platform_overview_tells_retries_from_late_records_and_shows_held_hosts(
+    browser: Console, world: World, service: Service, receiver: Receiver, clock: ManualClock
+) -> None:
+    receiver.responder = always(500)
+    await send(world, world.app_a, "retry1")
+    await service.dispatcher.run_until_idle()
+    async with world.api.client(ADMIN) as admin:
+        body = {"name": "Globex slow line", "pushUrl": receiver.url, "accountId": world.account_b}
+        slow = (await ok(await admin.post("/v1/apps", json=body), 201))["id"]
+        await ok(await admin.post(f"/v1/apps/{slow}/call-records", json=[minimal_record("l")]), 202)
+    clock.advance(timedelta(minutes=12))
+    held = "https://user:hidden-pw@crm.example.com"
+    service.dispatcher.host_limits.record(held, Signal.BACK_OFF, 0.2, time.monotonic(), 60.0)
+    await browser.sign_in(ADMIN)
+    page = await browser.get("/platform")
+    waiting = re.search(r'data-testid="waiting-longest">(.*?)</table>', page, re.S)
+    assert waiting is not None
+    acme, globex = (
+        re.search(f"{name}.*?</tr>", waiting.group(1), re.S) for name in ("Acme", "Globex")
+    )
+    assert acme is not None
+    assert globex is not None
+    assert "12 min" in acme.group(0)
+    assert "not yet: retries wait for their time" in acme.group(0)  # due in 18 min
+    assert "not yet" not in globex.group(0)  # due 12 min ago: late
+    throttled = re.search(r'data-testid="throttled">(.*?)</table>', page, re.S)
+    assert throttled is not None
+    assert "https://crm.example.com" in throttled.group(1)
+    assert "asked to back off" in throttled.group(1)
+    assert "hidden-pw" not in page
 
 
 # Signing out across processes

@@ -50,8 +50,10 @@ async def test_activity_counts_records_by_outcome_and_attempts_apart(
     for _ in range(3):
         await service.dispatcher.run_until_idle()
         clock.advance(timedelta(minutes=30))
+    kept_at = clock.now()
     await ingest(service, held.id, "kept1", "kept2")
     receiver.responder = always(503)
+    again_at = clock.now()
     await ingest(service, other.id, "again")
     await service.dispatcher.run_until_idle()  # refused: pending, due again in 30 minutes
     await ingest(service, other.id, "due")
@@ -62,16 +64,18 @@ async def test_activity_counts_records_by_outcome_and_attempts_apart(
     assert set(activity) == {pushing.id, held.id}
     assert activity[pushing.id] == AppActivity(app_id=pushing.id, delivered=2, failed=1, retried=4)
     assert activity[pushing.id].attempts == 7
-    assert activity[held.id] == AppActivity(app_id=held.id, held=2)
+    assert activity[held.id] == AppActivity(app_id=held.id, held=2, oldest_waiting=kept_at)
     everyone = await store.app_activity(since=start)
     assert everyone[other.id] == AppActivity(
-        app_id=other.id, retried=1, pending=2, oldest_due=due_at
+        app_id=other.id, retried=1, pending=2, oldest_due=due_at, oldest_waiting=again_at
     )
     assert everyone[other.id].lag(clock.now()) == timedelta(minutes=5)
     before = await store.app_activity(since=start - timedelta(days=3), account_id=acme.id)
     assert before[pushing.id].delivered == 3  # the record pushed two days earlier too
     assert await store.app_activity(since=clock.now(), account_id=globex.id) == {
-        other.id: AppActivity(app_id=other.id, pending=2, oldest_due=due_at)
+        other.id: AppActivity(
+            app_id=other.id, pending=2, oldest_due=due_at, oldest_waiting=again_at
+        )
     }
 
 

@@ -76,6 +76,10 @@ async def make_world(admin: httpx.AsyncClient, service: Service, count: int) -> 
     await ok(await admin.post(f"/v1/apps/{app['id']}/call-records", json=records), 202)
     for _ in range(count - 1):
         await ok(await admin.post(f"/v1/apps/{app['id']}/call-records/s0/resend"), 202)
+    told = {"email": "ops@example.com"}
+    await ok(await admin.put("/v1/accounts/acc_default/notifications", json=told))
+    for each in (await ok(await admin.get("/v1/apps", params={"limit": count})))["items"]:
+        await ok(await admin.post(f"/v1/apps/{each['id']}/signing-secret/rotate"))
     return {"account": made["id"], "app": app["id"]}
 
 
@@ -87,6 +91,9 @@ LISTS = {
     "records": "/v1/apps/{app}/call-records",
     "deliveries-of-a-record": "/v1/apps/{app}/call-records/s0/deliveries",
     "delivery-log": "/v1/apps/{app}/deliveries",
+    "account-audit": "/v1/accounts/{account}/audit",
+    "audit": "/v1/audit",
+    "notification-deliveries": "/v1/accounts/acc_default/notifications/deliveries",
 }
 COUNT = 5
 """Of each thing listed; the default account is one more account."""

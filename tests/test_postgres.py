@@ -96,7 +96,7 @@ async def test_a_claim_reads_no_more_deliveries_than_it_claims(
     if analyzed:
         await analyze(store)
     later = NOW + timedelta(seconds=1)
-    args = (later, limit, later + timedelta(seconds=60), "worker", [], None)
+    args = (later, limit, later + timedelta(seconds=60), "worker", [], None, [])
     nodes = await plan_of(store, CLAIM_DUE, *args)
     assert most_rows_read(nodes, "deliveries") <= 2 * limit
 

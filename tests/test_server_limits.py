@@ -498,8 +498,9 @@ async def make_app(client: aiohttp.ClientSession, receiver: Receiver) -> str:
 @pytest.mark.slow
 async def test_serve_stays_small_against_endless_headers(tmp_path: Path) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    async with serving(tmp_path, {}, open_files=(256, hard)) as served:
-        needed = 1000 + Settings().concurrency + OTHER_OPEN_FILES
+    concurrency = {"CCPUSH_CONCURRENCY": "128"}  # set: the limit is raised as far as needed
+    async with serving(tmp_path, concurrency, open_files=(256, hard)) as served:
+        needed = 1000 + 128 + OTHER_OPEN_FILES
         assert served.soft_open_file_limit() == needed  # raised from 256 to what it needs
         before = served.rss_kib()
         attacks = [send_endless_head(served.port, 50, b"GET / HTTP/1.1\r\nX: ") for _ in range(2)]
@@ -516,13 +517,14 @@ async def test_serve_refuses_a_connection_cap_beyond_its_open_file_limit(tmp_pat
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ccpush", "serve",
         env={**os.environ, **SERVE_ENV, "CCPUSH_DATA_DIR": str(tmp_path),
-             "CCPUSH_PORT": str(free_port()), "CCPUSH_MAX_CONNECTIONS": "1000"},
+             "CCPUSH_PORT": str(free_port()), "CCPUSH_MAX_CONNECTIONS": "1000",
+             "CCPUSH_CONCURRENCY": "128"},
         stderr=asyncio.subprocess.PIPE,
         preexec_fn=functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE, (1024, 1024)),
     )  # fmt: skip
     _, error = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2
-    needed = 1000 + Settings().concurrency + OTHER_OPEN_FILES
+    needed = 1000 + 128 + OTHER_OPEN_FILES
     assert b"invalid setting CCPUSH_MAX_CONNECTIONS" in error
     assert b"%d open files are needed" % needed in error
     assert b"the open-file limit is 1024" in error

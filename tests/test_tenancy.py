@@ -76,6 +76,12 @@ def account_a_routes(w: World) -> list[tuple[str, str, Any]]:
         ("GET", f"/v1/accounts/{w.a}/keys", None),
         ("POST", f"/v1/accounts/{w.a}/keys", {"name": "sneaky"}),
         ("DELETE", f"/v1/accounts/{w.a}/keys/{w.key_a_id}", None),
+        ("GET", f"/v1/accounts/{w.a}/audit", None),
+        ("GET", f"/v1/accounts/{w.a}/notifications", None),
+        ("PUT", f"/v1/accounts/{w.a}/notifications", {"email": "thief@example.com"}),
+        ("POST", f"/v1/accounts/{w.a}/notifications/secret/rotate", None),
+        ("GET", f"/v1/accounts/{w.a}/notifications/deliveries", None),
+        ("POST", f"/v1/accounts/{w.a}/portal-links", {"expiresIn": 600}),
         ("GET", app, None),
         ("PATCH", app, {"pushUrl": "http://127.0.0.1:1/stolen"}),
         ("DELETE", app, None),
@@ -108,6 +114,7 @@ OPERATOR_ROUTES = [
     ("POST", "/v1/platform-keys", {"name": "x"}),
     ("GET", "/v1/platform-keys", None),
     ("DELETE", "/v1/platform-keys/key_anything", None),
+    ("GET", "/v1/audit", None),
 ]
 OWN_ROUTES = [("GET", "/v1/apps", None), ("POST", "/v1/apps", {"name": "mine"})]
 

@@ -43,7 +43,11 @@ def test_where_each_command_answers_the_probes(
 
 
 def _env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    kept = {name: value for name, value in os.environ.items() if not name.startswith("CCPUSH_")}
+    kept = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("CCPUSH_") or name == "CCPUSH_SECRET_KEY"
+    }
     return {**kept, "CCPUSH_DATA_DIR": str(tmp_path), "CCPUSH_LOG_LEVEL": "WARNING", **settings}
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from ccpush.audit import AuditEntry
+from ccpush.endpoint import Applied, Endpoint
 from ccpush.guard import check_target
 from ccpush.models import App, Outcome
 from ccpush.record import CallRecord
@@ -25,6 +27,7 @@ class PushTrial:
 
     outcome: Outcome
     record: CallRecord
+    applied: Applied | None = None
 
 
 async def send_test_push(service: Service, app: App, push_url: str) -> PushTrial:
@@ -35,10 +38,26 @@ async def send_test_push(service: Service, app: App, push_url: str) -> PushTrial
     body = record.push_body()
     keys = await service.store.signing_keys(app.id) if app.signing else None
     signing = keys.active(service.clock.now()) if keys else ()
+    endpoint = service.store.endpoint_of(app)
     outcome = await service.sender.send(
-        push_url, body, service.dispatcher.test_headers(signing, body)
+        push_url,
+        body,
+        service.dispatcher.test_headers(signing, body, endpoint),
+        client_certificate=endpoint.client_certificate,
     )
-    return PushTrial(outcome, record)
+    return PushTrial(outcome, record, applied_of(service, endpoint))
+
+
+def applied_of(service: Service, endpoint: Endpoint) -> Applied:
+    """What of the app's settings, and the platform's, a push carries: names, never values."""
+    described = endpoint.described()
+    platform_cert = service.settings.client_cert is not None
+    return Applied(
+        header_names=described.header_names,
+        auth=described.auth,
+        client_certificate=described.certificate is not None or platform_cert,
+        proxy=service.settings.push_proxy is not None,
+    )
 
 
 def sample_record(service: Service) -> CallRecord:
@@ -70,17 +89,21 @@ def sample_record(service: Service) -> CallRecord:
     )
 
 
-async def pause_app(service: Service, app_id: str, account_id: str | None) -> App:
+async def pause_app(
+    service: Service, app_id: str, account_id: str | None, audit: AuditEntry | None = None
+) -> App:
     """Stop pushing; what arrives meanwhile is kept (held) and pushed on resume."""
     return await service.store.update_app(
-        app_id, now=service.clock.now(), account_id=account_id, paused=True
+        app_id, now=service.clock.now(), account_id=account_id, paused=True, audit=audit
     )
 
 
-async def resume_app(service: Service, app_id: str, account_id: str | None) -> App:
+async def resume_app(
+    service: Service, app_id: str, account_id: str | None, audit: AuditEntry | None = None
+) -> App:
     """Push again: what was held first, and, for an app ccpush paused because its address
     kept failing, the records that failed meanwhile (as a replay)."""
-    app, replay = await resume(service.store, service.clock, app_id, account_id)
+    app, replay = await resume(service.store, service.clock, app_id, account_id, audit)
     service.dispatcher.wake()
     if replay is not None:
         service.replays.wake()

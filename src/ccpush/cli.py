@@ -25,12 +25,14 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from ccpush import __version__
+from ccpush.capacity import with_concurrency
 from ccpush.loop import run as _run
 from ccpush.senders import HttpClient
 from ccpush.settings import WORKER_METRICS_PORT, Settings, env_name
 
 if TYPE_CHECKING:
     from ccpush.operations_server import Address, OperationsServer
+    from ccpush.secret_box import SecretBox
     from ccpush.service import AdminToken, Service
     from ccpush.store import Store
 
@@ -79,7 +81,14 @@ Host = Annotated[str | None, _option("host", "Where serve listens")]
 Port = Annotated[int | None, _option("port", "The port serve listens on")]
 Schedule = Annotated[str | None, _option("retry_schedule", "Delays between attempts")]
 PushTimeout = Annotated[float | None, _option("push_timeout", "Seconds for one push")]
-Concurrency = Annotated[int | None, _option("concurrency", "Pushes in flight at once")]
+Concurrency = Annotated[
+    int | None,
+    typer.Option(
+        envvar=env_name("concurrency"),
+        help="Pushes in flight at once",
+        show_default="from the open-file limit, at most 1024",
+    ),
+]
 PushProcesses = Annotated[
     int | None,
     _option("push_processes", "Child processes that make the pushes (0: this process)"),
@@ -196,8 +205,10 @@ def data_dir_problem(path: Path) -> str | None:
 def _check_data_dir(settings: Settings, *, serving: bool) -> None:
     """Fail if the data dir is needed (for the SQLite file; for ``serve``, the admin token
     and the console's secret when they are not set) and cannot be used."""
-    needed = settings.database_url is None or (
-        serving and (settings.admin_token is None or settings.console_secret is None)
+    needed = (
+        settings.database_url is None
+        or settings.secret_key is None
+        or (serving and (settings.admin_token is None or settings.console_secret is None))
     )
     problem = data_dir_problem(Path(settings.data_dir)) if needed else None
     if problem is not None:
@@ -223,9 +234,22 @@ def _store(settings: Settings) -> Store:
     from ccpush.store import open_store
 
     try:
-        return open_store(settings.store_url)
+        return open_store(settings.store_url, box=_secret_box(settings))
     except StoreError as exc:
         raise StartupFailure(f"invalid setting {env_name('database_url')}: {exc}") from None
+
+
+def _secret_box(settings: Settings) -> SecretBox:
+    """The box sealing the store's secrets: set, kept in the data dir, or generated there."""
+    from ccpush.errors import ConfigurationError
+    from ccpush.service import resolve_secret_box
+
+    try:
+        return resolve_secret_box(settings, keep=False)
+    except OSError as exc:
+        raise StartupFailure(_data_dir_failure(settings, exc)) from None
+    except ConfigurationError as exc:
+        raise StartupFailure(str(exc)) from None
 
 
 async def _open(store: Store, settings: Settings, *, migrate: bool = True) -> None:
@@ -238,6 +262,18 @@ async def _open(store: Store, settings: Settings, *, migrate: bool = True) -> No
         with contextlib.suppress(Exception):
             await store.close()
         raise StartupFailure(_database_failure(settings, exc)) from None
+    _keep_secret_key(settings, store)
+
+
+def _keep_secret_key(settings: Settings, store: Store) -> None:
+    """Keep a generated secret key, now that the store opened (a failed start writes nothing)."""
+    from ccpush.errors import ConfigurationError
+    from ccpush.service import keep_secret_key
+
+    try:
+        keep_secret_key(settings, store.box)
+    except (OSError, ConfigurationError) as exc:
+        raise StartupFailure(_data_dir_failure(settings, exc)) from None
 
 
 def _service(settings: Settings) -> Service:
@@ -303,14 +339,17 @@ def serve(
     from ccpush.operations_server import serve_address
 
     _logging(settings)
+    settings, capacity = with_concurrency(settings, serving=True)
     _raise_file_limit(settings, serving=True)
     api = _bound(settings)
     address = serve_address(settings)
     probes = None if address is None else _operations_server(settings, address)
-    _run_started(settings, _serve(settings, api, probes))
+    _run_started(settings, _serve(settings, api, probes, capacity))
 
 
-async def _serve(settings: Settings, api: socket.socket, probes: OperationsServer | None) -> None:
+async def _serve(
+    settings: Settings, api: socket.socket, probes: OperationsServer | None, capacity: str
+) -> None:
     from ccpush.app import create_app
     from ccpush.http_server import make_server
 
@@ -325,6 +364,7 @@ async def _serve(settings: Settings, api: socket.socket, probes: OperationsServe
         except OSError as exc:
             raise StartupFailure(_port_failure(settings, exc)) from None
         _announce(settings, api)
+        logging.getLogger("ccpush").info("%s", capacity)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, setattr, server, "should_exit", True)
@@ -401,9 +441,10 @@ def worker(
 
     _logging(settings)
     # The probes' server is the worker's only one: its start, stop and scrapes are not news.
+    settings, capacity = with_concurrency(settings, serving=False)
     _raise_file_limit(settings, serving=False)
     probes = _operations_server(settings, worker_address(settings), log_level="warning")
-    _run_started(settings, _worker(settings, probes))
+    _run_started(settings, _worker(settings, probes, capacity))
 
 
 def _raise_file_limit(settings: Settings, *, serving: bool) -> None:
@@ -439,7 +480,7 @@ def _operations_server(
     return OperationsServer(sock, settings, log_level=log_level)
 
 
-async def _worker(settings: Settings, probes: OperationsServer) -> None:
+async def _worker(settings: Settings, probes: OperationsServer, capacity: str) -> None:
     _check_data_dir(settings, serving=False)
     service = _service(settings)
     loop = asyncio.get_running_loop()
@@ -453,6 +494,7 @@ async def _worker(settings: Settings, probes: OperationsServer) -> None:
             service.dispatcher.owner,
             probes.url,
         )
+        log.info("%s", capacity)
         try:
             with probes.answering_for(service):
                 await service.wait_dispatcher()
@@ -474,6 +516,41 @@ async def _migrate(settings: Settings) -> list[str]:
     await _open(store, settings, migrate=False)
     try:
         return await store.migrate()
+    finally:
+        await store.close()
+
+
+@app.command("rotate-secret-key")
+def rotate_secret_key(
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    new_key: Annotated[
+        bool,
+        typer.Option(
+            "--new-key",
+            envvar="CCPUSH_PRINT_NEW_KEY",
+            help="Only print a new key, to put first in the list.",
+        ),
+    ] = False,
+) -> None:
+    """Seal every kept secret again with the first key of CCPUSH_SECRET_KEY (put a new key
+    first, run this, then drop the old one)."""
+    if new_key:
+        from ccpush.secret_box import new_key as make_key
+
+        typer.echo(make_key())
+        return
+    settings = _settings(database_url=database_url, data_dir=data_dir)
+    count = _run_started(settings, _rotate_secret_key(settings))
+    typer.echo(f"re-sealed the secrets of {count} apps with the first key")
+
+
+async def _rotate_secret_key(settings: Settings) -> int:
+    _check_data_dir(settings, serving=False)
+    store = _store(settings)
+    await _open(store, settings)
+    try:
+        return await store.seal_secrets(rotate=True)
     finally:
         await store.close()
 

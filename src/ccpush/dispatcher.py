@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import socket
@@ -46,10 +47,19 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from ccpush.answers import UNSTORABLE_ANSWER
+from ccpush.app_pace import LocalPaces
 from ccpush.clock import Clock
+from ccpush.endpoint import Endpoint
 from ccpush.errors import StoreRefusedValue
 from ccpush.models import Claimed, Completion, DeliveryState, ErrorKind, Outcome
-from ccpush.pacing import FairShare, HostLimits, HostRules, Signal, signal_of
+from ccpush.pacing import (
+    RETRY_AFTER_CAP,
+    FairShare,
+    HostLimits,
+    HostRules,
+    Signal,
+    signal_of,
+)
 from ccpush.retry import RetrySchedule
 from ccpush.senders import Pushes
 from ccpush.signing import signature_header
@@ -180,6 +190,12 @@ class Dispatcher:
         self._pace: dict[str, float] = {}
         """Per app, seconds a push takes (moving average)."""
         self._slow: set[str] = set()
+        self._paces = LocalPaces()
+        """The paces set by apps' customers (``ccpush.app_pace``), as claimed rows say."""
+        self._pace_full: set[str] = set()
+        """Apps with deliveries waiting, held back by their ``maxInFlight``."""
+        self._pace_timers: dict[str, asyncio.TimerHandle] = {}
+        """Per app held back by its ``rateLimit``, the call that lets it take turns again."""
         self._idle: deque[asyncio.Future[_Handed]] = deque()
         # Outcomes to write, deliveries to give back, and the loops' wake-ups.
         self._done: list[Completion] = []
@@ -243,9 +259,10 @@ class Dispatcher:
         for pusher in hanging:
             pusher.cancel()
         await asyncio.gather(*pushers, return_exceptions=True)
-        for timer in self._host_timers.values():
+        for timer in (*self._host_timers.values(), *self._pace_timers.values()):
             timer.cancel()
         self._host_timers.clear()
+        self._pace_timers.clear()
         abandoned, self._abandoned = self._abandoned, []
         if abandoned:
             log.warning("stopping: gave up on %d pushes still in flight", len(abandoned))
@@ -323,7 +340,7 @@ class Dispatcher:
         if len(claimed) < asked:
             # Nothing more due now, or only for apps that have enough waiting here.
             if not self._nudged:
-                wait = self.settings.poll_interval if skip else await self._idle_timeout()
+                wait = self.settings.poll_interval if skip else await self._idle_timeout(claimed)
                 await self._nap(wait)
             # Woken by new work: let what arrives meanwhile come along (a claim that found
             # nothing waits longer: records kept for apps not pushing wake it too).
@@ -343,12 +360,18 @@ class Dispatcher:
             self._claimer = None
             self._nudged = False
 
-    async def _idle_timeout(self) -> float:
+    async def _idle_timeout(self, claimed: list[Claimed]) -> float:
         due = await self.store.next_due_at()
+        poll = self.settings.poll_interval
         if due is None:
-            return self.settings.poll_interval
+            return poll
         wait = (due - self.clock.now()).total_seconds()
-        return min(max(wait, 0.0), self.settings.poll_interval)
+        gap = self._paces.refill_gap() if wait <= 0 and not claimed else None
+        if gap is not None:
+            # Due, yet none claimable: rate-limited apps waiting for their tokens. Claim
+            # again when one may have earned a push.
+            return min(gap, poll)
+        return min(max(wait, 0.0), poll)
 
     def _room(self) -> int:
         return self._ahead - self._in_flight - self._ready
@@ -363,6 +386,10 @@ class Dispatcher:
         for app in self._active.keys() | self._slow:
             queue = waiting.get(app)
             room = self._limit(app) - (len(queue) if queue else 0)
+            if app in self._paces:
+                queued, busy = len(queue) if queue else 0, self._app_busy.get(app, 0)
+                paced = self._paces.room(app, queued, busy)
+                room = room if paced is None else min(room, paced)
             if room <= 0:
                 skip.append(app)
             elif room < batch:
@@ -385,8 +412,10 @@ class Dispatcher:
             return
         deadline = time.monotonic() + self._pushable_for
         waiting, active, parked = self._waiting, self._active, self._parked
+        paces = self._paces
         for item in claimed:
             app = item.app_id
+            paces.learn(app, item.rate_limit, item.max_in_flight)
             queue = waiting.get(app)
             if queue is None:
                 waiting[app] = queue = deque()
@@ -445,6 +474,8 @@ class Dispatcher:
                 self._over_share.add(app)
                 self._park(app, len(queue))
                 continue
+            if app in self._paces and self._held_by_pace(app, busy, now, len(queue)):
+                continue
             queue.popleft()
             self._held -= 1
             self._ready -= 1
@@ -462,6 +493,8 @@ class Dispatcher:
                 self._forget(app)
                 _resolve(self._writer)
                 continue
+            if app in self._paces:
+                self._paces.started(app, now)
             app_busy[app] = busy + 1
             host_busy[host] = on_host + 1
             self._in_flight += 1
@@ -479,6 +512,26 @@ class Dispatcher:
             delay = until - now
             self._host_timers[host] = loop.call_later(delay, self._hold_ended, host)
         return True
+
+    def _held_by_pace(self, app: str, busy: int, now: float, waiting: int) -> bool:
+        """Whether ``app`` waits for its own pace (``maxInFlight``: until one of its pushes
+        ends; ``rateLimit``: until its next push's time), parked meanwhile."""
+        wait = self._paces.wait(app, busy, now)
+        if not wait:
+            return False
+        self._park(app, waiting)
+        if wait == math.inf:
+            self._pace_full.add(app)
+        elif app not in self._pace_timers:
+            loop = asyncio.get_running_loop()
+            self._pace_timers[app] = loop.call_later(wait, self._pace_ended, app)
+        return True
+
+    def _pace_ended(self, app: str) -> None:
+        self._pace_timers.pop(app, None)
+        if app in self._parked and app in self._waiting:
+            self._unpark((app,))
+            self._hand_out()
 
     def _hold_ended(self, host: str) -> None:
         self._host_timers.pop(host, None)
@@ -534,6 +587,10 @@ class Dispatcher:
             held_back = self._host_full.pop(host, None)
             if held_back:
                 self._unpark(held_back)
+        if app in self._pace_full:
+            self._pace_full.discard(app)
+            if app in self._waiting:
+                self._unpark((app,))
         if self._over_share:
             if self._in_flight < self._fair.shared_from:
                 self._unpark(self._over_share)
@@ -561,7 +618,11 @@ class Dispatcher:
             try:
                 now = self.clock.now()
                 outcome = await self.sender.send(
-                    item.push_url, item.body, self.headers_for(item, now), started_at=now
+                    item.push_url,
+                    item.body,
+                    self.headers_for(item, now),
+                    started_at=now,
+                    client_certificate=item.endpoint.client_certificate if item.endpoint else None,
                 )
                 took = outcome.duration_ms / 1000
                 self._keep_pace(item.app_id, took)
@@ -585,7 +646,7 @@ class Dispatcher:
         signal = signal_of(outcome)
         limits = self.host_limits
         before = limits.limit(host)
-        limits.record(host, signal, took, time.monotonic())
+        limits.record(host, signal, took, time.monotonic(), retry_after=outcome.retry_after)
         if signal is not Signal.FINE and limits.limit(host) == limits.rules.floor < before:
             log.info("pushes to %s held to one at a time after: %s", host, outcome.error)
 
@@ -606,6 +667,7 @@ class Dispatcher:
         for app in self._pace.keys() - self._active.keys():
             del self._pace[app]
             self._slow.discard(app)
+        self._paces.forget(set(self._active))
 
     def _flush_later(self) -> None:
         if self._flush_timer is None:
@@ -683,6 +745,7 @@ class Dispatcher:
         self._turns.clear()
         self._over_share.clear()
         self._host_full.clear()
+        self._pace_full.clear()
         self._parked.clear()
         self._held = self._ready = 0
         return ids
@@ -702,7 +765,15 @@ class Dispatcher:
         await self._release_expired()
         while claimed := await self._claim(self.settings.batch_size):
             outcomes = await asyncio.gather(
-                *(self.sender.send(c.push_url, c.body, self.headers_for(c)) for c in claimed)
+                *(
+                    self.sender.send(
+                        c.push_url,
+                        c.body,
+                        self.headers_for(c),
+                        client_certificate=c.endpoint.client_certificate if c.endpoint else None,
+                    )
+                    for c in claimed
+                )
             )
             done = [self.decide(c, o) for c, o in zip(claimed, outcomes, strict=True)]
             await self._write_apart(done, len(done))
@@ -731,11 +802,12 @@ class Dispatcher:
 
     def headers_for(self, item: Claimed, now: datetime | None = None) -> dict[str, str]:
         """The Standard Webhooks headers (``webhook-id`` the same on every attempt of a
-        delivery) and ccpush's own, for an attempt starting ``now`` (default: the clock's)."""
+        delivery) and ccpush's own, for an attempt starting ``now`` (default: the clock's),
+        after the app's own headers and ``Authorization`` (``ccpush.endpoint``), if it has any."""
         timestamp = int((now or self.clock.now()).timestamp())
         msg_id, keys = f"dlv_{item.delivery_id}", item.signing_keys
         signature = signature_header(keys, msg_id, timestamp, item.body) if keys else None
-        return push_headers(
+        headers = push_headers(
             self._same_headers,
             msg_id,
             timestamp,
@@ -744,17 +816,26 @@ class Dispatcher:
             item.version,
             item.attempt,
         )
+        return {**item.endpoint.request_headers(), **headers} if item.endpoint else headers
 
-    def test_headers(self, keys: tuple[str, ...], body: bytes) -> dict[str, str]:
-        """Headers of a test push: signed like a real one, and marked as a test."""
+    def test_headers(
+        self, keys: tuple[str, ...], body: bytes, endpoint: Endpoint | None = None
+    ) -> dict[str, str]:
+        """Headers of a test push: signed like a real one, with the app's own headers and
+        ``Authorization``, and marked as a test."""
         timestamp = int(self.clock.now().timestamp())
         msg_id = "test_" + secrets.token_hex(8)
         signature = signature_header(keys, msg_id, timestamp, body) if keys else None
-        return headers_of_test_push(msg_id, timestamp, signature, self.settings.record_timezone)
+        zone = self.settings.record_timezone
+        headers = headers_of_test_push(msg_id, timestamp, signature, zone)
+        return {**endpoint.request_headers(), **headers} if endpoint else headers
 
     def decide(self, item: Claimed, outcome: Outcome) -> Completion:
         """What follows an attempt: delivered, another try at the scheduled time, or failed.
-        A push the address guard blocked fails at once: another try would be blocked too."""
+        A push the address guard blocked fails at once: another try would be blocked too.
+        A retry is never due before the receiver's ``Retry-After`` (capped at
+        ``RETRY_AFTER_CAP``): it can delay a retry of a short schedule, never the
+        contract's 30 minutes, nor add an attempt."""
         if outcome.ok:
             state, next_at = DeliveryState.DELIVERED, None
         elif outcome.error_kind is ErrorKind.BLOCKED:
@@ -762,6 +843,9 @@ class Dispatcher:
         else:
             next_at = self.settings.schedule.next_attempt_at(item.attempt, outcome.started_at)
             state = DeliveryState.FAILED if next_at is None else DeliveryState.PENDING
+            if next_at is not None and outcome.retry_after is not None:
+                wait = min(outcome.retry_after, RETRY_AFTER_CAP)
+                next_at = max(next_at, outcome.started_at + timedelta(seconds=wait))
         return Completion(claimed=item, outcome=outcome, next_state=state, next_attempt_at=next_at)
 
     async def _write_apart(self, batch: list[Completion], count: int) -> None:

@@ -8,6 +8,8 @@ each one.
 from __future__ import annotations
 
 import collections
+import functools
+import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -16,9 +18,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from ccpush.answers import UNSTORABLE_ANSWER
 from ccpush.clock import Clock
 from ccpush.models import Completion, DeliveryState, ErrorKind, IngestResult, IngestStatus
+from ccpush.pacing import HostLimits
 from ccpush.store.base import Store
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LAG_BUCKETS = (
+    *(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    *(300, 900, 1800, 3600, 5400, 7200),
+)
+"""Seconds: the first attempt's lag (milliseconds to seconds), and the retries' (the
+contract's schedule retries at 30, 60 and 90 minutes)."""
+HOLD_REASONS = ("back_off", "limited")
+"""Why a host is held back (``ccpush.pacing.Throttled.reason``)."""
 
 
 class Metrics:
@@ -41,6 +52,23 @@ class Metrics:
             "ccpush_push_duration_seconds",
             "How long a push attempt took",
             buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.lag = Histogram(
+            "ccpush_delivery_lag_seconds",
+            "From a delivery's making (its record ingested, resent or replayed) to the start"
+            " of the attempt that delivered it, by whether that was the first attempt",
+            ["attempt"],
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self._lag = {"first": self.lag.labels("first"), "retry": self.lag.labels("retry")}
+        self.hosts_held = Gauge(
+            "ccpush_hosts_held",
+            "Hosts this process holds pushes back from now: asked to back off (429 or 503,"
+            " for their Retry-After or a pause), or limited below the start after timeouts,"
+            " refused connections or 5xx",
+            ["reason"],
             registry=self.registry,
         )
         self.deliveries = Gauge(
@@ -125,8 +153,17 @@ class Metrics:
             counter = self._attempt_counters[kind] = self.attempts.labels(*_labels(done))
         counter.inc()
         self.latency.observe(outcome.duration_ms / 1000)
+        enqueued_at = done.claimed.enqueued_at
+        if outcome.error_kind is None and enqueued_at is not None:
+            lag = (outcome.started_at - enqueued_at).total_seconds()
+            self._lag["first" if done.claimed.attempt == 1 else "retry"].observe(max(lag, 0.0))
         if outcome.error == UNSTORABLE_ANSWER:
             self.unstorable.inc()
+
+    def watch_hosts(self, limits: HostLimits) -> None:
+        """Let ``ccpush_hosts_held`` count ``limits``' throttled hosts at each scrape."""
+        for reason in HOLD_REASONS:
+            self.hosts_held.labels(reason).set_function(functools.partial(_held, limits, reason))
 
     async def render(self, store: Store, clock: Clock) -> bytes:
         """The exposition text, with the queue's state read now."""
@@ -136,6 +173,10 @@ class Metrics:
         late = (clock.now() - due).total_seconds() if due else 0.0
         self.oldest_due.set(max(late, 0.0))
         return generate_latest(self.registry)
+
+
+def _held(limits: HostLimits, reason: str) -> float:
+    return limits.throttled_count(reason, time.monotonic())
 
 
 class SourceMetrics(NamedTuple):

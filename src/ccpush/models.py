@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+if TYPE_CHECKING:
+    from ccpush.endpoint import Endpoint
 
 
 class DeliveryState(StrEnum):
@@ -60,6 +63,12 @@ class App:
     """When the pushes to its address started failing without a success since."""
     paused_reason: str | None = None
     """Why pushing is paused, when ccpush paused it (an address failing for days)."""
+    endpoint: str | None = field(default=None, repr=False)
+    """Its ``ccpush.endpoint.Endpoint`` as sealed JSON (``Store.endpoint_of`` opens it)."""
+    rate_limit: float | None = None
+    """Pushes per second at most, set by the customer (``ccpush.app_pace``); None: no limit."""
+    max_in_flight: int | None = None
+    """Pushes at once at most, set by the customer; None: no limit."""
 
     @property
     def pushing(self) -> bool:
@@ -118,6 +127,14 @@ class Claimed(NamedTuple):
     first_attempt_at: datetime | None
     signing_keys: tuple[str, ...] = ()
     """The secrets to sign this push with: none if signing is off, two during a rotation."""
+    enqueued_at: datetime | None = None
+    """When the delivery was made (its record ingested, resent or replayed)."""
+    rate_limit: float | None = None
+    """The app's pushes per second at most (``App.rate_limit``)."""
+    max_in_flight: int | None = None
+    """The app's pushes at once at most (``App.max_in_flight``)."""
+    endpoint: Endpoint | None = None
+    """The app's push headers, credentials and client certificate, opened; None: none."""
 
 
 class Outcome(NamedTuple):
@@ -129,6 +146,9 @@ class Outcome(NamedTuple):
     error_kind: ErrorKind | None
     error: str | None
     response_excerpt: str | None
+    retry_after: float | None = None
+    """Seconds a 429 or 503 answer's ``Retry-After`` asked to wait (at most
+    ``ccpush.pacing.RETRY_AFTER_CAP``); None without one."""
 
     @property
     def ok(self) -> bool:
@@ -286,3 +306,18 @@ class AttemptBucket:
     @property
     def attempts(self) -> int:
         return self.delivered + self.retrying + self.failed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortalLink:
+    """A one-time link that signs a browser into the console, scoped to an account (or one of
+    its apps), read-only if asked. Its token is kept only as a hash."""
+
+    id: str
+    account_id: str
+    app_id: str | None
+    """The one app the session may see; None: every app of the account."""
+    read_only: bool
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None

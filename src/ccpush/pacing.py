@@ -87,6 +87,21 @@ class HostRules:
     """Seconds a 429/503 without Retry-After holds its host: doubling from first to last."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Throttled:
+    """A host pushes are held back from (``HostLimits.throttled``)."""
+
+    host: str
+    reason: str
+    """``back_off``: it answered 429 or 503; ``limited``: its limit was cut below the start."""
+    limit: int
+    """The pushes it may have in flight at once."""
+    usual: float | None
+    """Its usual latency in seconds (None before its first answer)."""
+    held_for: float
+    """Seconds until it may be pushed to again (0: not held, only limited)."""
+
+
 @dataclass(slots=True)
 class _Host:
     window: float
@@ -118,6 +133,31 @@ class HostLimits:
 
     def hosts(self) -> int:
         return len(self._hosts)
+
+    def throttled(self, now: float) -> list[Throttled]:
+        """The hosts held back now: held after a 429 or 503 (``back_off``), or limited
+        below the start after timeouts, refused connections or 5xx (``limited``)."""
+        start = self._start
+        return [
+            Throttled(
+                host=host,
+                reason="back_off" if state.held_until > now else "limited",
+                limit=int(state.window),
+                usual=state.usual,
+                held_for=max(state.held_until - now, 0.0),
+            )
+            for host, state in self._hosts.items()
+            if state.held_until > now or state.window < start
+        ]
+
+    def throttled_count(self, reason: str, now: float) -> int:
+        """How many hosts ``throttled`` gives with ``reason`` (for ``/metrics``)."""
+        start = self._start
+        if reason == "back_off":
+            return sum(1 for state in self._hosts.values() if state.held_until > now)
+        return sum(
+            1 for state in self._hosts.values() if state.held_until <= now and state.window < start
+        )
 
     def record(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Final
 
@@ -45,6 +45,8 @@ class ReplayRunner:
         self.lease = lease
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
+        self.on_finished: Callable[[ReplayJob], Awaitable[None]] | None = None
+        """Called when a replay has queued all its records (operational notifications)."""
 
     def wake(self) -> None:
         self._wake.set()
@@ -94,4 +96,6 @@ class ReplayRunner:
             self.on_enqueued()
         if current is None:
             log.warning("replay %s was taken over by another runner", job.id)
+        elif self.on_finished is not None:
+            await self.on_finished(current)
         return True

@@ -8,6 +8,7 @@ import gc
 import logging
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -19,7 +20,10 @@ from ccpush.dispatcher import AttemptListener, Dispatcher, DispatchSettings
 from ccpush.errors import ConfigurationError
 from ccpush.logs import log_attempt
 from ccpush.metrics import Metrics
+from ccpush.notifications.mail import Mailer
+from ccpush.notifications.runner import Notifier
 from ccpush.replays import ReplayRunner
+from ccpush.secret_box import SecretBox, SecretKeyError, new_key, parse_keys
 from ccpush.senders import make_sender
 from ccpush.settings import MIN_CONSOLE_SECRET_LENGTH, Settings, check_admin_token
 from ccpush.sources.brokers import Intake
@@ -58,15 +62,50 @@ def resolve_console_secret(settings: Settings) -> str:
     return secret
 
 
-def _kept_secret(path: Path, prefix: str) -> tuple[str, bool]:
-    """The secret kept in ``path``, else a new one kept there (mode 0600); and whether new."""
+def resolve_secret_box(settings: Settings, *, keep: bool = True) -> SecretBox:
+    """The box sealing the store's secrets: the configured keys, else the key kept in the
+    data directory, else a new one kept there. With ``keep=False`` a new key is not written
+    yet: ``keep_secret_key`` writes it once the store has opened (a failed start writes
+    nothing)."""
+    if settings.secret_key is not None:
+        return SecretBox(parse_keys(settings.secret_key.get_secret_value()))
+    path = settings.secret_key_path
+    key = _kept_secret(path, "", make=new_key)[0] if keep or path.exists() else new_key()
+    try:
+        return SecretBox(parse_keys(key))
+    except SecretKeyError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from None
+
+
+def keep_secret_key(settings: Settings, box: SecretBox) -> None:
+    """Keep the generated key of ``box`` in the data directory, if none is kept there yet."""
+    if settings.secret_key is None:
+        kept = _kept_secret(settings.secret_key_path, "", make=lambda: box.keys[0])[0]
+        if kept not in box.keys:
+            raise ConfigurationError(f"{settings.secret_key_path} was made meanwhile")
+
+
+def _kept_secret(
+    path: Path, prefix: str, *, make: Callable[[], str] | None = None
+) -> tuple[str, bool]:
+    """The secret kept in ``path``, else a new one (``prefix`` and random text, or what
+    ``make`` makes) kept there (mode 0600); and whether new."""
     if path.exists():
         return path.read_text().strip(), False
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    secret = prefix + secrets.token_urlsafe(32)
+    secret = make() if make is not None else prefix + secrets.token_urlsafe(32)
     path.touch(mode=0o600)
     path.write_text(secret + "\n")
     return secret, True
+
+
+def make_mailer(settings: Settings) -> Mailer | None:
+    """What sends notification e-mails, if an SMTP server is configured."""
+    server = settings.smtp_server
+    if server is None or settings.smtp_from is None:
+        return None
+    ca_bundle = settings.ca_bundle
+    return Mailer(server, settings.smtp_from, ca_bundle)
 
 
 def check_data_dir(path: Path) -> None:
@@ -105,7 +144,9 @@ class Service:
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.store = store or open_store(settings.store_url)
+        self.box = store.box if store is not None else resolve_secret_box(settings)
+        """Seals and opens the secrets the store keeps (``ccpush.secret_box``)."""
+        self.store = store or open_store(settings.store_url, box=self.box)
         self.zone = settings.record_timezone
         self.resolver = resolver
         """The DNS resolver the target guard wraps (None: aiohttp's threaded resolver), for
@@ -127,6 +168,7 @@ class Service:
             ),
             listeners=[self.metrics.count_attempt, log_attempt, *(listeners or [])],
         )
+        self.metrics.watch_hosts(self.dispatcher.host_limits)
         self.replays = ReplayRunner(
             self.store,
             self.clock,
@@ -136,6 +178,11 @@ class Service:
             poll_interval=settings.poll_interval,
         )
         self.upkeep = Upkeep(self.store, self.clock, settings.upkeep)
+        self.notifier = Notifier(
+            self.store, self.clock, self.sender, make_mailer(settings), settings.notify
+        )
+        """Operational notifications (``ccpush.notifications``)."""
+        self.replays.on_finished = self.notifier.replay_finished
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -154,6 +201,7 @@ class Service:
                 asyncio.create_task(self.dispatcher.run(self._stop), name="ccpush-dispatcher"),
                 asyncio.create_task(self.replays.run(self._stop), name="ccpush-replays"),
                 asyncio.create_task(self.upkeep.run(self._stop), name="ccpush-upkeep"),
+                asyncio.create_task(self.notifier.run(self._stop), name="ccpush-notify"),
                 asyncio.create_task(
                     self.store.watch_due(self.dispatcher.wake, self._stop), name="ccpush-watch"
                 ),

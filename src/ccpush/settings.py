@@ -6,13 +6,19 @@ into what the code uses: a ``RetrySchedule``, ``timedelta``s, a ``tzinfo``, IP n
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
+import ssl
 from collections.abc import Callable
 from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     PlainValidator,
@@ -23,12 +29,16 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ccpush.guard import LOOPBACK_NETWORKS, IPNetwork, TargetPolicy
+from ccpush.notifications.mail import SmtpServer, check_email
+from ccpush.notifications.runner import NotifySettings
 from ccpush.retry import RetrySchedule, parse_duration
+from ccpush.secret_box import parse_keys
 from ccpush.senders import HttpClient
+from ccpush.senders.egress import PushProxy
 from ccpush.sources.config import SourceConfig, parse_sources
 from ccpush.sources.freeswitch.mapping import check_mapping_file
 from ccpush.upkeep import UpkeepSettings
-from ccpush.wire import DEFAULT_ZONE, parse_zone
+from ccpush.wire import DEFAULT_ZONE, SECRET_PREFIX, parse_zone
 
 ENV_PREFIX: Final = "CCPUSH_"
 CONTRACT_RETRY_SCHEDULE: Final = RetrySchedule.parse("30m,30m,30m")
@@ -88,6 +98,76 @@ Sources = Annotated[tuple[SourceConfig, ...], NoDecode, _from_text(parse_sources
 """Message-broker URLs, comma- or space-separated (``ccpush.sources.config``)."""
 
 
+NO_FRAMES: Final = "'none'"
+"""``CCPUSH_CONSOLE_FRAME_ANCESTORS`` that lets no page show the console in a frame."""
+_FRAME_SOURCE: Final = re.compile(
+    r"'self'|https?:|https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:(\d{1,5}|\*))?"
+)
+
+
+def _frame_ancestors(text: str) -> str:
+    """CSP ``frame-ancestors`` sources, space-separated: origins (``https://a.example``,
+    ``https://*.example.com:8443``), schemes (``https:``) and ``'self'``; or ``'none'``."""
+    sources = text.replace(",", " ").split()
+    if sources == [NO_FRAMES]:
+        return NO_FRAMES
+    if not sources:
+        raise ValueError(f"name the sites that may frame the console, or {NO_FRAMES}")
+    for source in sources:
+        if not _FRAME_SOURCE.fullmatch(source):
+            raise ValueError(
+                f"{source!r} is not a frame-ancestors source (an origin such as"
+                " https://portal.example.com, a scheme such as https:, or 'self')"
+            )
+    return " ".join(sources)
+
+
+FrameAncestors = Annotated[str, AfterValidator(_frame_ancestors)]
+"""``https://portal.example.com https://*.example.net``, or ``'none'``."""
+ProductName = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[^\x00-\x1f\x7f]+$")]
+_LOGO_URL: Final = re.compile(r"https://[A-Za-z0-9.-]+(:\d{1,5})?(/[^\s\"'<>;,\\]*)?")
+_ACCENT: Final = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+LogoUrl = Annotated[
+    str,
+    Field(max_length=2048),
+    _matching(
+        _LOGO_URL, "an https:// URL of a host name, such as https://cdn.example.com/logo.svg"
+    ),
+]
+"""An https URL of a host name (the console's pages may load images from its origin)."""
+Accent = Annotated[str, _matching(_ACCENT, "a colour written #rrggbb, such as #0a7f5a")]
+"""A colour, ``#rrggbb``."""
+
+
+def _https_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in value):
+        raise ValueError("must be an https:// URL, as in https://ops.example.com/ccpush")
+    return value
+
+
+def check_signing_secret(value: str) -> str:
+    """A Standard Webhooks secret: ``whsec_`` and base64 of 24 to 64 bytes."""
+    try:
+        key = base64.b64decode(value.removeprefix(SECRET_PREFIX), validate=True)
+    except binascii.Error:
+        key = b""
+    if not value.startswith(SECRET_PREFIX) or not 24 <= len(key) <= 64:
+        raise ValueError(f"must be {SECRET_PREFIX} and base64 of 24 to 64 random bytes")
+    return value
+
+
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "ccpush"
@@ -96,7 +176,12 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Every setting has an environment variable: its name in capitals after ``CCPUSH_``."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        hide_input_in_errors=True,  # a refused value may hold a secret (CCPUSH_PUSH_PROXY's)
+    )
 
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None
@@ -105,10 +190,15 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     admin_token: SecretStr | None = None
     """If unset, generated on first start and kept in ``<data_dir>/admin-token``."""
+    secret_key: SecretStr | None = None
+    """Comma-separated Fernet keys that seal the secrets the store keeps (the first seals, all
+    open). If unset, generated on first start and kept in ``<data_dir>/secret-key``."""
     retry_schedule: Schedule = CONTRACT_RETRY_SCHEDULE
     push_timeout: Annotated[float, Field(gt=0, le=300)] = 15.0
     push_connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     concurrency: Annotated[int, Field(ge=1, le=10_000)] = 128
+    """Pushes in flight at once. Not set, ``serve`` and ``worker`` derive it from the
+    open-file limit (``ccpush.capacity``); 128 is what a ``Service`` made in code gets."""
     per_host_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
     http_client: HttpClient = "aiohttp"
     """What makes the pushes' HTTP requests: aiohttp, or reqwest (Rust, through pyreqwest:
@@ -145,6 +235,16 @@ class Settings(BaseSettings):
     ``<data_dir>/console-secret``; set it when several ``serve`` processes share a domain."""
     console_secure_cookie: bool | None = None
     """Mark the console's cookie ``Secure``. Default: when the request came over https."""
+    console_frame_ancestors: FrameAncestors = NO_FRAMES
+    """Who may show the console in a frame (the CSP ``frame-ancestors`` sources), e.g.
+    ``https://portal.example.com``; ``'none'``: nobody. Set, the console's cookie is
+    ``SameSite=None; Secure; Partitioned``, so that it works in another site's frame."""
+    console_product_name: ProductName | None = None
+    """The name in the console's title and top bar instead of ccpush's."""
+    console_logo_url: LogoUrl | None = None
+    """An https URL of the logo shown in the console's top bar instead of ccpush's."""
+    console_accent: Accent | None = None
+    """The console's accent colour, ``#rrggbb``."""
     retention_days: Annotated[int, Field(ge=0)] = 0
     """Delete records (with their attempts) received more than this many days ago, once
     nothing waits to be pushed for them; 0 keeps them for ever."""
@@ -153,6 +253,25 @@ class Settings(BaseSettings):
     ``off`` never pauses."""
     upkeep_interval: Annotated[float, Field(gt=0)] = 60.0
     """Seconds between rounds of retention and automatic pausing."""
+    public_url: Annotated[str | None, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] = None
+    """Where the console is reached (``https://push.example.com``), for the links in
+    notifications; default: ``http://<host>:<port>``."""
+    notify_failing_after: Duration = timedelta(minutes=15)
+    """Tell ``app.failing`` when every push to an app's address has failed this long."""
+    notify_url: Annotated[str, AfterValidator(_https_url)] | None = None
+    """The operator's HTTPS address told of every account's events (signed with
+    ``notify_secret``)."""
+    notify_email: Annotated[str, AfterValidator(check_email)] | None = None
+    """The operator's e-mail address told of every account's events."""
+    notify_secret: SecretStr | None = None
+    """The ``whsec_...`` secret the operator's notifications are signed with."""
+    notify_interval: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds between rounds of finding and sending notifications."""
+    smtp_url: SecretStr | None = None
+    """The SMTP server notifications are e-mailed through:
+    ``smtp://user:password@host:587?starttls=true``, or ``smtps://`` for TLS from the start."""
+    smtp_from: Annotated[str, AfterValidator(check_email)] | None = None
+    """The From address of notification e-mails."""
     max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
     """Largest request line and header fields of a request (431 above)."""
     max_headers: Annotated[int, Field(ge=8, le=1000)] = 100
@@ -199,6 +318,17 @@ class Settings(BaseSettings):
     ca_bundle: Path | None = None
     """A PEM file of certificate authorities that pushes trust besides the system's, for
     receivers whose certificates a private CA signed."""
+    ca_bundle_only: bool = False
+    """Pushes trust ``ca_bundle`` instead of the system's CAs, not besides them."""
+    client_cert: Path | None = None
+    """A PEM file of the client certificate (and its chain) pushes present to receivers
+    that ask for one (mutual TLS), unless an app has its own; with ``client_key``."""
+    client_key: Path | None = None
+    """The PEM file of ``client_cert``'s key (unencrypted)."""
+    push_proxy: SecretStr | None = None
+    """A forward proxy every push goes through (``http://`` or ``https://``, optionally with
+    ``user:password@``), CONNECT for https; the target guard still checks the receiver's
+    address first, and the proxy is asked for that address."""
     shutdown_grace: Annotated[float, Field(ge=0, le=300)] = 5.0
     """Seconds a stopping worker lets its pushes in flight end; then it gives up on them and
     gives their deliveries back, to be pushed again (a repeat at most, never a loss)."""
@@ -209,6 +339,66 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < MIN_CONSOLE_SECRET_LENGTH:
             raise ValueError(f"must be at least {MIN_CONSOLE_SECRET_LENGTH} characters")
         return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_keys(value.get_secret_value())
+        return value
+
+    @field_validator("push_proxy")
+    @classmethod
+    def _push_proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            PushProxy.parse(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _push_tls(self) -> Self:
+        if self.ca_bundle_only and self.ca_bundle is None:
+            raise ValueError(f"{env_name('ca_bundle_only')} needs {env_name('ca_bundle')}")
+        if self.ca_bundle_only and self.http_client == "reqwest" and not self.push_processes:
+            raise ValueError(
+                f"{env_name('ca_bundle_only')} with {env_name('http_client')}=reqwest needs"
+                f" {env_name('push_processes')} of 1 or more (reqwest reads its trusted CAs"
+                " from the process's environment, which a push process is given)"
+            )
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError(
+                f"{env_name('client_cert')} and {env_name('client_key')} go together: set both"
+            )
+        if self.client_cert is not None and self.client_key is not None:
+            check_client_certificate(self.client_cert, self.client_key)
+        return self
+
+    @property
+    def egress_proxy(self) -> PushProxy | None:
+        """``push_proxy``, read."""
+        proxy = self.push_proxy
+        return None if proxy is None else PushProxy.parse(proxy.get_secret_value())
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            SmtpServer.parse(value.get_secret_value())
+        return value
+
+    @field_validator("notify_secret")
+    @classmethod
+    def _notify_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_signing_secret(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _notifications_complete(self) -> Self:
+        if self.notify_url is not None and self.notify_secret is None:
+            raise ValueError(f"{env_name('notify_url')} needs {env_name('notify_secret')}")
+        if self.smtp_url is not None and self.smtp_from is None:
+            raise ValueError(f"{env_name('smtp_url')} needs {env_name('smtp_from')}")
+        return self
 
     @field_validator("admin_token")
     @classmethod
@@ -236,6 +426,23 @@ class Settings(BaseSettings):
         )
 
     @property
+    def notify(self) -> NotifySettings:
+        secret = self.notify_secret
+        return NotifySettings(
+            failing_after=self.notify_failing_after,
+            console_base=self.public_url or f"http://{self.host}:{self.port}",
+            platform_url=self.notify_url,
+            platform_email=self.notify_email,
+            platform_secret=None if secret is None else secret.get_secret_value(),
+            interval=self.notify_interval,
+        )
+
+    @property
+    def smtp_server(self) -> SmtpServer | None:
+        url = self.smtp_url
+        return None if url is None else SmtpServer.parse(url.get_secret_value())
+
+    @property
     def target_policy(self) -> TargetPolicy:
         """What pushes may reach: global addresses, ``allowed_target_networks``, and
         loopback in development mode."""
@@ -243,13 +450,34 @@ class Settings(BaseSettings):
         return TargetPolicy(self.allowed_target_networks + loopback, self.only_allowed_targets)
 
     @property
+    def console_embedded(self) -> bool:
+        """Whether other sites may show the console in a frame."""
+        return self.console_frame_ancestors != NO_FRAMES
+
+    @property
     def admin_token_path(self) -> Path:
         """Where the generated admin token is kept (mode 0600), when none is set."""
         return Path(self.data_dir) / "admin-token"
 
     @property
+    def secret_key_path(self) -> Path:
+        """Where the generated secret key is kept (mode 0600), when none is set."""
+        return Path(self.data_dir) / "secret-key"
+
+    @property
     def store_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'ccpush.db'}"
+
+
+def check_client_certificate(cert: Path, key: Path) -> None:
+    """Refuse a client certificate and key that cannot be loaded together."""
+    try:
+        ssl.create_default_context().load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"{env_name('client_cert')} and {env_name('client_key')} cannot be loaded:"
+            f" {getattr(exc, 'reason', None) or exc.strerror or exc}"
+        ) from None
 
 
 def check_admin_token(token: str) -> None:

@@ -1,5 +1,6 @@
-"""Upkeep: retention of old records, pausing apps whose address has failed for days, and
-deleting expired idempotency keys and the console sessions signed out long enough ago.
+"""Upkeep: retention of old records and audit entries, pausing apps whose address has failed
+for days, and deleting expired idempotency keys and the console sessions signed out long
+enough ago.
 
 All run in bounded steps from every dispatching process; on PostgreSQL several processes
 can run them at once (purges skip what another has locked; pausing twice is harmless).
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
+from ccpush.audit import AUTOMATIC, AuditEntry
 from ccpush.clock import Clock
 from ccpush.models import App, ReplayJob, ReplayKind
 from ccpush.replays import MAX_REPLAY_RECORDS
@@ -45,6 +47,10 @@ class UpkeepReport:
     """Expired idempotency keys deleted."""
     console_sessions: int = 0
     """Signed-out console sessions forgotten."""
+    audit_entries: int = 0
+    """Audit log entries older than the retention deleted."""
+    portal_links: int = 0
+    """Portal links deleted, expired longer ago than a console session lasts."""
 
 
 class Upkeep:
@@ -68,8 +74,11 @@ class Upkeep:
             report.paused = await self.pause_failing(self.settings.auto_pause_after)
         if self.settings.retention is not None:
             report.purged = await self.purge(self.settings.retention)
+            report.audit_entries = await self.purge_audit(self.settings.retention)
         report.idempotency_keys = await self.purge_idempotency_keys()
         report.console_sessions = await self.forget_console_sessions()
+        expired_before = self.clock.now() - CONSOLE_SESSION_LIFE
+        report.portal_links = await self.store.purge_portal_links(expired_before=expired_before)
         return report
 
     async def forget_console_sessions(self) -> int:
@@ -98,12 +107,24 @@ class Upkeep:
             log.info("retention: deleted %d records received before %s", total, cutoff)
         return total
 
+    async def purge_audit(self, retention: timedelta) -> int:
+        """Delete the audit log's entries older than ``retention``, a batch at a time."""
+        cutoff, total, batch = self.clock.now() - retention, 0, self.settings.purge_batch
+        while True:
+            deleted = await self.store.purge_audit(cutoff, limit=batch)
+            total += deleted
+            if deleted < batch:
+                return total
+
     async def pause_failing(self, after: timedelta) -> list[str]:
         now = self.clock.now()
         paused = []
         for app in await self.store.apps_failing_since(now - after):
             reason = pause_reason(app)
-            await self.store.update_app(app.id, now=now, paused=True, paused_reason=reason)
+            audit = AuditEntry(at=now, actor=AUTOMATIC)
+            await self.store.update_app(
+                app.id, now=now, paused=True, paused_reason=reason, audit=audit
+            )
             log.warning("app %s paused: %s", app.id, reason, extra={"app_id": app.id})
             paused.append(app.id)
         return paused
@@ -118,13 +139,17 @@ def pause_reason(app: App) -> str:
 
 
 async def resume(
-    store: Store, clock: Clock, app_id: str, account_id: str | None
+    store: Store,
+    clock: Clock,
+    app_id: str,
+    account_id: str | None,
+    audit: AuditEntry | None = None,
 ) -> tuple[App, ReplayJob | None]:
     """Resume pushing. An app ccpush paused gets its failures since the streak began
     pushed again (a replay), besides what was held while it was paused."""
     before = await store.get_app(app_id, account_id)
     now = clock.now()
-    app = await store.update_app(app_id, now=now, account_id=account_id, paused=False)
+    app = await store.update_app(app_id, now=now, account_id=account_id, paused=False, audit=audit)
     if before.paused_reason is None or before.failing_since is None:
         return app, None
     job, _ = await store.create_replay(

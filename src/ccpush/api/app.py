@@ -14,7 +14,16 @@ from ccpush.api.deps import ApiState, install_state
 from ccpush.api.errors import install_error_handlers
 from ccpush.api.json_bodies import StrictJson
 from ccpush.api.limits import BodyLimit
-from ccpush.api.routes import accounts, apps, operations, records, sources
+from ccpush.api.routes import (
+    accounts,
+    apps,
+    audit,
+    notifications,
+    operations,
+    portal_links,
+    records,
+    sources,
+)
 from ccpush.api.schemas import ErrorOut
 from ccpush.record import CallRecord
 from ccpush.service import Service
@@ -72,7 +81,7 @@ def create_api(service: Service, *, admin_token: str) -> FastAPI:
     install_error_handlers(api)
     # Ingestion first: a request is matched against the routes in order.
     api.router.routes.append(Route(records.INGEST_PATH, records.ingest, methods=["POST"]))
-    for module in (records, accounts, apps):
+    for module in (records, accounts, apps, portal_links, audit, notifications):
         api.include_router(module.router, responses=ERRORS)
     api.include_router(sources.freeswitch_router(settings), responses=ERRORS)
     api.include_router(operations.router)

@@ -23,7 +23,9 @@ from fastapi import Depends, Request
 from ccpush.api.deps import api_state
 from ccpush.api.errors import ApiError
 from ccpush.api.limits import SignInFailures
+from ccpush.audit import UNKNOWN, AuditAction, AuditEntry
 from ccpush.models import ApiKey, KeyScope
+from ccpush.service import Service
 from ccpush.store import Store
 
 KEY_PREFIX = "ccpk_"
@@ -50,6 +52,8 @@ class Caller:
     scope: KeyScope | None
     """None for the operator (admin token)."""
     key_id: str | None = None
+    key_name: str | None = None
+    """The key's name, for the audit log."""
 
     @property
     def identity(self) -> str:
@@ -103,7 +107,8 @@ async def authenticate(request: Request) -> Caller:
         store=state.service.store,
     )
     if isinstance(caller, Refused):
-        if caller.retry_after is None:
+        if caller.retry_after is None:  # counted, within the limit: kept in the audit log
+            await record_failed_sign_in(state.service, client_address(request), via="api")
             raise UNAUTHORIZED
         what = "too many failed sign-ins from this address or with this token"
         raise _rate_limited(caller.retry_after, what)
@@ -139,7 +144,16 @@ async def check_token(
     if key is None:
         return Refused(failures.failed(address, credential))
     failures.succeeded(credential)
-    return Caller(account_id=key.account_id, scope=key.scope, key_id=key.id)
+    return Caller(account_id=key.account_id, scope=key.scope, key_id=key.id, key_name=key.name)
+
+
+async def record_failed_sign_in(service: Service, address: str, *, via: str) -> None:
+    """Keep a failed sign-in in the audit log: when, from where, through what (never the
+    token). Only failures the limiter let through are kept: past it, the log is not
+    written either."""
+    entry = AuditEntry(at=service.clock.now(), actor=UNKNOWN, source=address)
+    after = {"via": via}
+    await service.store.record_audit([entry.about(AuditAction.SIGN_IN_FAILED, after=after)])
 
 
 def require_manager(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Final, Generic, TypeVar
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from pydantic.alias_generators import to_camel
 from yarl import URL
 
+from ccpush.app_pace import MAX_IN_FLIGHT_MAX, RATE_LIMIT_MAX
+from ccpush.endpoint import (
+    MAX_PEM_LENGTH,
+    Applied,
+    ClientCertificate,
+    Described,
+    Endpoint,
+    auth_of,
+)
 from ccpush.guard import MAX_LABEL_LENGTH, host_problem
 from ccpush.models import (
     Account,
@@ -69,6 +88,11 @@ def check_push_url(value: str) -> str:
         raise ValueError("must start with http:// or https://")
     if not parts.hostname:
         raise ValueError("must name a host, as in https://example.com/cdr")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "must not hold credentials (user:password@): set them as pushAuth, which is"
+            " kept encrypted and never shown"
+        )
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number in range
     except ValueError:
@@ -175,7 +199,80 @@ class KeyCreated(KeyOut):
     secret: str = Field(description="The key itself: shown this once, never again")
 
 
-class AppCreate(Schema):
+MASKED: Final = "********"
+
+
+class BasicAuthIn(Schema):
+    type: Literal["basic"]
+    username: str = Field(max_length=512)
+    password: str = Field(max_length=512)
+
+
+class BearerAuthIn(Schema):
+    type: Literal["bearer"]
+    token: str = Field(max_length=512)
+
+
+class ClientCertificateIn(Schema):
+    cert_pem: str = Field(max_length=MAX_PEM_LENGTH, description="PEM certificate chain")
+    key_pem: str = Field(max_length=MAX_PEM_LENGTH, description="Its PEM key, unencrypted")
+
+
+class EndpointFields(Schema):
+    """The app's push headers, credentials and client certificate: written, never read
+    back (reads show names and kinds). ``null`` clears one; one not given is kept."""
+
+    push_headers: dict[str, StrictStr] | None = Field(
+        default=None, description="Header name → value, sent on every push (at most 20)"
+    )
+    push_auth: Annotated[BasicAuthIn | BearerAuthIn, Field(discriminator="type")] | None = None
+    client_certificate: ClientCertificateIn | None = Field(
+        default=None, description="A client certificate for mutual TLS"
+    )
+
+    def endpoint_from(self, current: Endpoint) -> Endpoint | None:
+        """``current`` with what this body changes; None if it changes none of it."""
+        given = self.model_fields_set
+        if not given & {"push_headers", "push_auth", "client_certificate"}:
+            return None
+        changes: dict[str, Any] = {}
+        if "push_headers" in given:
+            changes["headers"] = tuple((self.push_headers or {}).items())
+        if "push_auth" in given:
+            changes["auth"] = auth_of(self.push_auth.model_dump()) if self.push_auth else None
+        if "client_certificate" in given:
+            cert = self.client_certificate
+            pair = ClientCertificate(cert.cert_pem, cert.key_pem) if cert else None
+            changes["client_certificate"] = pair
+        return dataclasses.replace(current, **changes)
+
+
+RateLimit = Annotated[StrictFloat, Field(gt=0, le=RATE_LIMIT_MAX, allow_inf_nan=False)]
+MaxInFlight = Annotated[StrictInt, Field(ge=1, le=MAX_IN_FLIGHT_MAX)]
+
+
+class PaceFields(Schema):
+    """The pace the app's receiver can take (``ccpush.app_pace``), kept by every worker.
+    ``null`` removes a limit; one not given is kept."""
+
+    rate_limit: RateLimit | None = Field(
+        default=None,
+        description="Pushes per second at most (over 0, up to 10,000), in bursts of one"
+        " second's worth at most; null: no limit",
+    )
+    max_in_flight: MaxInFlight | None = Field(
+        default=None, description="Pushes at once at most (1 to 1,000); null: no limit"
+    )
+
+    def pace_changes(self) -> dict[str, Any]:
+        """``rate_limit``/``max_in_flight`` for ``Store.update_app``: those given."""
+        given = self.model_fields_set
+        return {
+            name: getattr(self, name) for name in ("rate_limit", "max_in_flight") if name in given
+        }
+
+
+class AppCreate(EndpointFields, PaceFields):
     name: Name
     push_url: PushUrl | None = None
     account_id: ObjectId | None = Field(
@@ -184,7 +281,7 @@ class AppCreate(Schema):
     )
 
 
-class AppPatch(Schema):
+class AppPatch(EndpointFields, PaceFields):
     """Only the fields given change; ``"pushUrl": null`` clears the address."""
 
     name: Name | None = None
@@ -207,10 +304,22 @@ class AppOut(Schema):
     )
     created_at: datetime
     updated_at: datetime
+    push_headers: dict[str, str] = Field(description="Header names, their values masked")
+    push_auth: BasicAuthOut | BearerAuthOut | None = None
+    client_certificate: CertificateOut | None = None
+    rate_limit: float | None = Field(default=None, description="Pushes per second at most")
+    max_in_flight: int | None = Field(default=None, description="Pushes at once at most")
 
     @classmethod
-    def of(cls, app: App) -> AppOut:
+    def of(cls, app: App, endpoint: Endpoint | None = None) -> AppOut:
+        shown = (endpoint or Endpoint()).described()
+        cert = shown.certificate
         return cls(
+            push_headers=dict.fromkeys(shown.header_names, MASKED),
+            push_auth=_auth_out(shown),
+            client_certificate=CertificateOut(subject=cert.subject, not_after=cert.not_after)
+            if cert
+            else None,
             id=app.id,
             account_id=app.account_id,
             name=app.name,
@@ -222,7 +331,29 @@ class AppOut(Schema):
             failing_since=app.failing_since,
             created_at=app.created_at,
             updated_at=app.updated_at,
+            rate_limit=app.rate_limit,
+            max_in_flight=app.max_in_flight,
         )
+
+
+def _auth_out(shown: Described) -> BasicAuthOut | BearerAuthOut | None:
+    if shown.auth == "basic":
+        return BasicAuthOut(type="basic", username=shown.username or "")
+    return BearerAuthOut(type="bearer") if shown.auth == "bearer" else None
+
+
+class BasicAuthOut(Schema):
+    type: Literal["basic"]
+    username: str
+
+
+class BearerAuthOut(Schema):
+    type: Literal["bearer"]
+
+
+class CertificateOut(Schema):
+    subject: str
+    not_after: datetime
 
 
 class AppPage(Page[AppOut]):
@@ -254,6 +385,13 @@ class AppLagOut(Schema):
         return cls(oldest_waiting_at=oldest, lag_seconds=waited)
 
 
+class AppliedOut(Schema):
+    header_names: list[str]
+    auth: str | None
+    client_certificate: bool
+    proxy: bool
+
+
 class TestPushOut(Schema):
     delivered: bool = Field(description="The receiver answered 2xx")
     status_code: int | None
@@ -262,10 +400,23 @@ class TestPushOut(Schema):
     error: str | None
     response_excerpt: str | None
     record: CallRecord = Field(description="The sample record that was pushed")
+    applied: AppliedOut | None = Field(
+        default=None, description="What of the app's push settings the push used (no values)"
+    )
 
     @classmethod
-    def of(cls, outcome: Outcome, record: CallRecord) -> TestPushOut:
+    def of(
+        cls, outcome: Outcome, record: CallRecord, applied: Applied | None = None
+    ) -> TestPushOut:
         return cls(
+            applied=AppliedOut(
+                header_names=list(applied.header_names),
+                auth=applied.auth,
+                client_certificate=applied.client_certificate,
+                proxy=applied.proxy,
+            )
+            if applied
+            else None,
             delivered=outcome.ok,
             status_code=outcome.status_code,
             latency_ms=outcome.duration_ms,

@@ -9,6 +9,7 @@ import typer
 
 from ccpush.operator_cli.accounts import accounts, keys, platform_keys
 from ccpush.operator_cli.apps import apps
+from ccpush.operator_cli.audit import audit
 from ccpush.operator_cli.common import command
 from ccpush.operator_cli.records import records, replay
 from ccpush.operator_cli.status import status
@@ -23,3 +24,4 @@ def add_operator_commands(app: typer.Typer) -> None:
     app.add_typer(records, name="records")
     app.add_typer(replay, name="replay")
     command(app, "status")(status)
+    command(app, "audit")(audit)

@@ -148,10 +148,25 @@ def app_fields(app: Row) -> str:
             ("paused reason", app["pausedReason"]),
             ("failing since", app["failingSince"]),
             ("signing", app["signing"]),
+            ("push headers", ", ".join(app.get("pushHeaders") or {}) or "none"),
+            ("push auth", _auth(app.get("pushAuth"))),
+            ("client cert", (app.get("clientCertificate") or {}).get("subject") or "none"),
+            ("rate limit", _per_second(app.get("rateLimit"))),
+            ("max in flight", app.get("maxInFlight") or "no limit"),
             ("created", app["createdAt"]),
             ("updated", app["updatedAt"]),
         ]
     )
+
+
+def _auth(auth: Row | None) -> str:
+    if not auth:
+        return "none"
+    return f"basic ({auth['username']})" if auth["type"] == "basic" else str(auth["type"])
+
+
+def _per_second(rate: float | None) -> str:
+    return "no limit" if rate is None else f"{rate:g}/s"
 
 
 def trial_fields(trial: Row) -> str:

@@ -26,6 +26,7 @@ from ccpush.senders.base import (
     make_outcome,
     with_push_headers,
 )
+from ccpush.senders.egress import PushProxy
 from ccpush.senders.processes import ProcessSender
 from ccpush.senders.reqwest import ReqwestSender
 
@@ -35,6 +36,7 @@ __all__ = [
     "HttpClient",
     "LocalPushes",
     "ProcessSender",
+    "PushProxy",
     "Pushes",
     "ReqwestSender",
     "Sender",
@@ -74,6 +76,14 @@ class SenderSettings(Protocol):
     def target_policy(self) -> TargetPolicy: ...
     @property
     def ca_bundle(self) -> Path | None: ...
+    @property
+    def ca_bundle_only(self) -> bool: ...
+    @property
+    def client_cert(self) -> Path | None: ...
+    @property
+    def client_key(self) -> Path | None: ...
+    @property
+    def egress_proxy(self) -> PushProxy | None: ...
 
 
 def make_sender(
@@ -89,6 +99,10 @@ def make_sender(
         per_host=settings.per_host_concurrency,
         excerpt_bytes=settings.response_excerpt_bytes,
         ca_bundle=None if settings.ca_bundle is None else str(settings.ca_bundle),
+        ca_bundle_only=settings.ca_bundle_only,
+        client_cert=None if settings.client_cert is None else str(settings.client_cert),
+        client_key=None if settings.client_key is None else str(settings.client_key),
+        proxy=settings.egress_proxy,
     )
     policy = settings.target_policy
     sender = SENDERS[settings.http_client]

@@ -39,8 +39,11 @@ from aiohttp.abc import AbstractResolver
 
 from ccpush.answers import answer_text
 from ccpush.clock import Clock
+from ccpush.endpoint import ClientCertificate
 from ccpush.guard import TargetPolicy
 from ccpush.models import ErrorKind, Outcome
+from ccpush.pacing import BACK_OFF_STATUSES, retry_after_seconds
+from ccpush.senders.egress import PushProxy
 from ccpush.wire import HTTP_HEADERS
 
 Answer = tuple[int | None, ErrorKind | None, str | None, bytes | None]
@@ -76,6 +79,15 @@ class SenderLimits:
     ``per_host`` of them per host)."""
     ca_bundle: str | None = None
     """A PEM file of CAs that pushes trust besides the system's (``CCPUSH_CA_BUNDLE``)."""
+    ca_bundle_only: bool = False
+    """Trust ``ca_bundle`` instead of the system's CAs (``CCPUSH_CA_BUNDLE_ONLY``)."""
+    client_cert: str | None = None
+    """The platform-wide client certificate's PEM file (``CCPUSH_CLIENT_CERT``), presented
+    to receivers that ask for one unless a push brings its own."""
+    client_key: str | None = None
+    """Its unencrypted PEM key's file (``CCPUSH_CLIENT_KEY``)."""
+    proxy: PushProxy | None = None
+    """The forward proxy every push goes through (``CCPUSH_PUSH_PROXY``)."""
 
 
 class Pushes(ABC):
@@ -117,11 +129,14 @@ class Pushes(ABC):
         headers: dict[str, str],
         *,
         started_at: datetime | None = None,
+        client_certificate: ClientCertificate | None = None,
     ) -> Outcome:
         """POST ``body`` to ``url`` once. A 2xx answer is success; anything else is not.
 
         ``headers`` are sent as ``with_push_headers`` makes them. ``started_at``: when the
-        attempt started, if the caller just read the clock (default: now)."""
+        attempt started, if the caller just read the clock (default: now).
+        ``client_certificate``: the one to present if the receiver asks (an app's own),
+        instead of the platform's (``SenderLimits.client_cert``)."""
 
 
 class LocalPushes(Pushes):
@@ -149,10 +164,12 @@ def make_outcome(
     error: str | None,
     status: int | None = None,
     excerpt: bytes | None = None,
+    retry_after: float | None = None,
 ) -> Outcome:
     """An attempt's outcome; ``began`` is its ``time.perf_counter()`` at the start,
-    ``excerpt`` the body's first bytes. Every sender's outcomes are made here, so that
-    nothing of a receiver's answer leaves a sender but as ``answer_text`` makes it."""
+    ``excerpt`` the body's first bytes, ``retry_after`` what ``back_off_seconds`` read.
+    Every sender's outcomes are made here, so that nothing of a receiver's answer leaves a
+    sender but as ``answer_text`` makes it."""
     return Outcome(
         started_at=started_at,
         duration_ms=round((time.perf_counter() - began) * 1000, 3),
@@ -160,7 +177,16 @@ def make_outcome(
         error_kind=kind,
         error=None if error is None else answer_text(error, ERROR_CHARS),
         response_excerpt=answer_text(excerpt, lines=True) if excerpt else None,
+        retry_after=retry_after,
     )
+
+
+def back_off_seconds(status: int | None, value: str | None, now: datetime) -> float | None:
+    """The seconds a 429 or 503 answer's ``Retry-After`` (``value``) asks to wait, capped
+    (``ccpush.pacing.retry_after_seconds``); None for any other answer, or without one."""
+    if status not in BACK_OFF_STATUSES:
+        return None
+    return retry_after_seconds(value, now)
 
 
 def judge_status(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pickle
 import signal
 import socket
@@ -35,6 +36,7 @@ from datetime import datetime
 from typing import Final
 
 from ccpush.clock import Clock, SystemClock
+from ccpush.endpoint import ClientCertificate
 from ccpush.guard import TargetPolicy
 from ccpush.loop import run
 from ccpush.models import ErrorKind, Outcome
@@ -52,12 +54,12 @@ STOP_MARGIN: Final = 5.0
 """Seconds beyond the push timeout a child may take to finish its attempts once told to
 stop, before it is killed."""
 
-Request = tuple[int, str, bytes, dict[str, str]]
-"""An attempt, to a child: (number, url, body, headers)."""
-Reply = tuple[int, float, int | None, str | None, str | None, str | None]
-"""Its outcome, from the child: (number, duration_ms, status, error kind, error, excerpt);
-the texts as the child's sender made them (``ccpush.senders.base.make_outcome``): storable, so
-the parent takes them as they come."""
+Request = tuple[int, str, bytes, dict[str, str], ClientCertificate | None]
+"""An attempt, to a child: (number, url, body, headers, client certificate)."""
+Reply = tuple[int, float, int | None, str | None, str | None, str | None, float | None]
+"""Its outcome, from the child: (number, duration_ms, status, error kind, error, excerpt,
+Retry-After seconds); the texts as the child's sender made them
+(``ccpush.senders.base.make_outcome``): storable, so the parent takes them as they come."""
 
 
 class ProcessSender(Pushes):
@@ -78,12 +80,15 @@ class ProcessSender(Pushes):
         super().__init__(clock, limits, policy=policy)
         self.processes = processes
         self._config = pickle.dumps((self.limits, self.policy, sender))
+        self._environment = child_environment(self.limits)
         self._children: list[_Child] = []
         self._replacing: dict[int, asyncio.Task[_Child]] = {}
 
     async def start(self) -> None:
         if not self._children:
-            spawning = (_Child.spawn(self._config) for _ in range(self.processes))
+            spawning = (
+                _Child.spawn(self._config, self._environment) for _ in range(self.processes)
+            )
             self._children = list(await asyncio.gather(*spawning))
 
     async def close(self) -> None:
@@ -104,6 +109,7 @@ class ProcessSender(Pushes):
         headers: dict[str, str],
         *,
         started_at: datetime | None = None,
+        client_certificate: ClientCertificate | None = None,
     ) -> Outcome:
         """What ``Sender.send`` does, done by the child that holds the fewest attempts."""
         if not self._children:
@@ -116,7 +122,7 @@ class ProcessSender(Pushes):
                 child = await self._replace(self._children.index(child))
             except (OSError, RuntimeError) as exc:
                 return _interrupted(started_at, f"no push process could be started: {exc}")
-        return await child.send(url, body, headers, started_at)
+        return await child.send(url, body, headers, started_at, client_certificate)
 
     async def _replace(self, slot: int) -> _Child:
         """A new child in place of the one in ``slot``, which exited: started once, however
@@ -128,7 +134,7 @@ class ProcessSender(Pushes):
 
     async def _spawn_into(self, slot: int) -> _Child:
         try:
-            child = await _Child.spawn(self._config)
+            child = await _Child.spawn(self._config, self._environment)
         finally:
             del self._replacing[slot]
         if slot < len(self._children):
@@ -157,7 +163,7 @@ class _Child:
         self._reading = asyncio.create_task(self._read(reader), name=f"ccpush-push-{self.pid}")
 
     @classmethod
-    async def spawn(cls, config: bytes) -> _Child:
+    async def spawn(cls, config: bytes, environment: dict[str, str] | None = None) -> _Child:
         ours, theirs = socket.socketpair()
         with theirs:
             process = await asyncio.create_subprocess_exec(
@@ -167,6 +173,7 @@ class _Child:
                 str(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
+                env=environment,
             )
         reader, writer = await asyncio.open_connection(sock=ours)
         writer.write(_frame(config))
@@ -187,7 +194,12 @@ class _Child:
         return len(self._held) if self.alive else -1
 
     async def send(
-        self, url: str, body: bytes, headers: dict[str, str], started_at: datetime
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        started_at: datetime,
+        certificate: ClientCertificate | None = None,
     ) -> Outcome:
         if not self.alive:
             return _interrupted(started_at, "the push process has exited")
@@ -196,7 +208,7 @@ class _Child:
         number = self._numbers
         future: asyncio.Future[Outcome] = loop.create_future()
         self._held[number] = (future, started_at)
-        self._outbox.append((number, url, body, headers))
+        self._outbox.append((number, url, body, headers, certificate))
         if len(self._outbox) == 1:
             loop.call_soon(self._flush)
         return await future
@@ -210,11 +222,13 @@ class _Child:
         try:
             while True:
                 replies: list[Reply] = pickle.loads(await _read_frame(reader))  # noqa: S301
-                for number, duration, status, kind, error, excerpt in replies:
+                for number, duration, status, kind, error, excerpt, wait in replies:
                     future, started_at = self._held.pop(number)
                     if not future.done():  # else its caller gave up waiting
                         error_kind = None if kind is None else ErrorKind(kind)
-                        outcome = Outcome(started_at, duration, status, error_kind, error, excerpt)
+                        outcome = Outcome(
+                            started_at, duration, status, error_kind, error, excerpt, wait
+                        )
                         future.set_result(outcome)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -245,6 +259,16 @@ class _Child:
         except TimeoutError:
             self.process.kill()
             await self._reading
+
+
+def child_environment(limits: SenderLimits) -> dict[str, str] | None:
+    """A child's environment: this process's, but for trusting ``CCPUSH_CA_BUNDLE`` alone,
+    the system store it reads (reqwest's: ``SSL_CERT_FILE``) being that bundle."""
+    if not limits.ca_bundle_only or limits.ca_bundle is None:
+        return None
+    environment = {**os.environ, "SSL_CERT_FILE": limits.ca_bundle}
+    environment.pop("SSL_CERT_DIR", None)
+    return environment
 
 
 def _interrupted(started_at: datetime, reason: str) -> Outcome:
@@ -278,11 +302,20 @@ async def serve(sock: socket.socket) -> None:
             outbox.clear()
 
     async def push(sender: Pushes, request: Request) -> None:
-        number, url, body, headers = request
-        done = await sender.send(url, body, headers)  # its start: the parent's is kept
+        number, url, body, headers, certificate = request
+        # its start: the parent's is kept
+        done = await sender.send(url, body, headers, client_certificate=certificate)
         kind = None if done.error_kind is None else done.error_kind.value
         outbox.append(
-            (number, done.duration_ms, done.status_code, kind, done.error, done.response_excerpt)
+            (
+                number,
+                done.duration_ms,
+                done.status_code,
+                kind,
+                done.error,
+                done.response_excerpt,
+                done.retry_after,
+            )
         )
         if len(outbox) == 1:
             loop.call_soon(flush)

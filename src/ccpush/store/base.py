@@ -14,8 +14,10 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
+from ccpush.audit import AuditEntry, AuditFilter
+from ccpush.endpoint import Described, Endpoint, endpoint_from_json
 from ccpush.errors import StoreError, StoreRefusedValue
 from ccpush.models import (
     Account,
@@ -29,11 +31,22 @@ from ccpush.models import (
     IngestResult,
     KeyScope,
     NewRecord,
+    PortalLink,
     ReplayJob,
     ReplayKind,
     SigningKeys,
     StoredRecord,
 )
+from ccpush.notifications.records import (
+    AppWatch,
+    Destination,
+    EventType,
+    MarkChange,
+    Notice,
+    NoticeDelivery,
+    NotificationTarget,
+)
+from ccpush.secret_box import SecretBox
 
 
 class _Unset:
@@ -99,6 +112,9 @@ class AppActivity:
     sending: int = 0
     oldest_due: datetime | None = None
     """When the earliest pending delivery was (or is) due."""
+    oldest_waiting: datetime | None = None
+    """When the oldest delivery waiting (held, pending or sending) was made: its record
+    ingested, resent or replayed."""
 
     @property
     def attempts(self) -> int:
@@ -117,6 +133,13 @@ class AppActivity:
         if self.oldest_due is None or self.oldest_due >= now:
             return timedelta(0)
         return now - self.oldest_due
+
+    def waited(self, now: datetime) -> timedelta:
+        """How long its oldest waiting delivery has waited to be delivered (zero if none
+        waits): its retries' wait included, unlike ``lag``."""
+        if self.oldest_waiting is None or self.oldest_waiting >= now:
+            return timedelta(0)
+        return now - self.oldest_waiting
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -203,12 +226,59 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def migrate(self) -> list[str]:
-        """Apply the migrations not yet applied; the names of those applied."""
+        """Apply the migrations not yet applied; the names of those applied. Then seal
+        every secret still kept in plain text (``seal_secrets``)."""
+
+    # Secrets at rest: the store seals them with ``box`` (``ccpush.secret_box``)
+
+    box: SecretBox
+
+    @abc.abstractmethod
+    async def seal_secrets(self, *, rotate: bool = False) -> int:
+        """Seal the apps' secrets kept in plain text; with ``rotate``, seal every sealed one
+        again with the box's first key too. How many apps changed."""
+
+    def _described(self, app: App) -> Described:
+        """The app's push settings as the audit log keeps them: names and kinds."""
+        return self.endpoint_of(app).described()
+
+    def endpoint_of(self, app: App) -> Endpoint:
+        """The app's push headers, credentials and client certificate, opened."""
+        return self.opened_endpoint(app.endpoint) or Endpoint()
+
+    def opened_endpoint(self, sealed: str | None) -> Endpoint | None:
+        return endpoint_from_json(self.box.open(sealed)) if sealed else None
+
+    def sealed_endpoint(self, endpoint: Endpoint | None) -> str | None:
+        """What the store keeps of ``endpoint``: sealed JSON, or NULL when it has nothing."""
+        return None if endpoint is None or endpoint.empty else self.box.seal(endpoint.to_json())
+
+    def _initial_settings(
+        self, endpoint: Endpoint | None, rate_limit: float | None, max_in_flight: int | None
+    ) -> dict[str, Any]:
+        """The columns a new app's push settings set: those it has."""
+        settings = {
+            "endpoint": self.sealed_endpoint(endpoint),
+            "rate_limit": rate_limit,
+            "max_in_flight": max_in_flight,
+        }
+        return {column: value for column, value in settings.items() if value is not None}
+
+    def opened_keys(self, keys: SigningKeys) -> SigningKeys:
+        """``keys`` as read from the store, opened."""
+        opened = self.box.open
+        return SigningKeys(
+            current=opened(keys.current) if keys.current else None,
+            previous=opened(keys.previous) if keys.previous else None,
+            previous_until=keys.previous_until,
+        )
 
     # Accounts and keys
 
     @abc.abstractmethod
-    async def create_account(self, *, name: str, now: datetime) -> Account: ...
+    async def create_account(
+        self, *, name: str, now: datetime, audit: AuditEntry | None = None
+    ) -> Account: ...
 
     @abc.abstractmethod
     async def get_account(self, account_id: str) -> Account:
@@ -227,6 +297,7 @@ class Store(abc.ABC):
         secret_hash: str,
         prefix: str,
         now: datetime,
+        audit: AuditEntry | None = None,
     ) -> ApiKey:
         """Keep a new key (only the hash of its secret). ``account_id=None``: a platform key."""
 
@@ -235,7 +306,14 @@ class Store(abc.ABC):
         """The keys of an account (``None``: the platform keys), revoked ones included."""
 
     @abc.abstractmethod
-    async def revoke_key(self, account_id: str | None, key_id: str, *, now: datetime) -> ApiKey:
+    async def revoke_key(
+        self,
+        account_id: str | None,
+        key_id: str,
+        *,
+        now: datetime,
+        audit: AuditEntry | None = None,
+    ) -> ApiKey:
         """Revoke a key of that account (``None``: a platform key); ``KeyNotFound`` else."""
 
     @abc.abstractmethod
@@ -252,7 +330,12 @@ class Store(abc.ABC):
         push_url: str | None,
         now: datetime,
         account_id: str = DEFAULT_ACCOUNT,
-    ) -> App: ...
+        audit: AuditEntry | None = None,
+        endpoint: Endpoint | None = None,
+        rate_limit: float | None = None,
+        max_in_flight: int | None = None,
+    ) -> App:
+        """Make an app with its push settings, all in one transaction."""
 
     @abc.abstractmethod
     async def get_app(self, app_id: str, account_id: str | None = None) -> App:
@@ -273,16 +356,22 @@ class Store(abc.ABC):
         paused: bool | _Unset = UNSET,
         signing: bool | _Unset = UNSET,
         paused_reason: str | None = None,
+        audit: AuditEntry | None = None,
+        rate_limit: float | _Unset | None = UNSET,
+        max_in_flight: int | _Unset | None = UNSET,
+        endpoint: Endpoint | _Unset | None = UNSET,
     ) -> App:
         """Change an app. When it stops pushing (address cleared, paused) its waiting
         deliveries are held; when it starts again they are released, due now. Pending
         retries go to whatever address is current when they are due. ``paused_reason`` is
         kept while paused (resuming clears it); a changed address or a resume forgets
-        the failing streak."""
+        the failing streak. ``rate_limit`` and ``max_in_flight`` set its pace
+        (``ccpush.app_pace``; None: no limit), kept by every claim. ``endpoint``: its push
+        headers, credentials and client certificate, kept sealed (None clears them)."""
 
     @abc.abstractmethod
     async def signing_keys(self, app_id: str, account_id: str | None = None) -> SigningKeys:
-        """The app's signing secrets (made with the app)."""
+        """The app's signing secrets (made with the app), opened."""
 
     @abc.abstractmethod
     async def rotate_signing_secret(
@@ -293,11 +382,14 @@ class Store(abc.ABC):
         now: datetime,
         overlap: timedelta,
         account_id: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> SigningKeys:
         """Make ``secret`` the current one; the old one keeps signing until ``now + overlap``."""
 
     @abc.abstractmethod
-    async def delete_app(self, app_id: str, account_id: str | None = None) -> None:
+    async def delete_app(
+        self, app_id: str, account_id: str | None = None, *, audit: AuditEntry | None = None
+    ) -> None:
         """Delete an app with its records, deliveries, attempts and replays."""
 
     # Records
@@ -347,7 +439,14 @@ class Store(abc.ABC):
         """Deliveries of an app, newest first, each with its attempts."""
 
     @abc.abstractmethod
-    async def resend(self, app_id: str, call_session_id: str, *, now: datetime) -> Delivery:
+    async def resend(
+        self,
+        app_id: str,
+        call_session_id: str,
+        *,
+        now: datetime,
+        audit: AuditEntry | None = None,
+    ) -> Delivery:
         """A new delivery of a record's latest version, due now (held if the app is not
         pushing)."""
 
@@ -366,6 +465,7 @@ class Store(abc.ABC):
         range_to: datetime | None,
         cap: int,
         now: datetime,
+        audit: AuditEntry | None = None,
     ) -> tuple[ReplayJob, bool]:
         """Queue a replay; ``(job, created)``. The app's latest identical replay is returned
         instead of a new one (``created=False``) while ``is_same_replay`` says it is the
@@ -457,6 +557,22 @@ class Store(abc.ABC):
         """Delete up to ``limit`` records received before ``cutoff`` that wait for no push,
         with their versions, deliveries and attempts; how many were deleted."""
 
+    # The audit log
+
+    @abc.abstractmethod
+    async def record_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Keep entries that go with no change (a sign-in), in one transaction. A change's
+        entry is kept by the method that makes it (``audit=``), in the change's transaction:
+        the entry's who, the what filled in by ``ccpush.audit``'s rules."""
+
+    @abc.abstractmethod
+    async def list_audit(self, query: AuditFilter) -> list[AuditEntry]:
+        """Entries, newest first."""
+
+    @abc.abstractmethod
+    async def purge_audit(self, before: datetime, *, limit: int) -> int:
+        """Delete up to ``limit`` entries made before ``before``; how many."""
+
     # Idempotency keys
 
     @abc.abstractmethod
@@ -511,3 +627,119 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def purge_console_sessions(self, *, ended_before: datetime) -> int:
         """Forget the console sessions signed out before ``ended_before``; how many."""
+
+    # Portal links
+
+    @abc.abstractmethod
+    async def create_portal_link(
+        self,
+        *,
+        account_id: str,
+        app_id: str | None,
+        read_only: bool,
+        token_hash: str,
+        now: datetime,
+        expires_at: datetime,
+        audit: AuditEntry | None = None,
+    ) -> PortalLink:
+        """Keep a link into the console for the account (or its app ``app_id``), its token
+        only as ``token_hash``; ``AccountNotFound``, or ``AppNotFound`` if the account has
+        no such app."""
+
+    @abc.abstractmethod
+    async def use_portal_link(
+        self, token_hash: str, *, now: datetime, audit: AuditEntry | None = None
+    ) -> PortalLink | None:
+        """The link of ``token_hash``, marked used at ``now``, if it was unused and had not
+        expired; None else. Of two uses at once, only one gets it. ``audit``: who opened
+        it (the link is the actor)."""
+
+    @abc.abstractmethod
+    async def purge_portal_links(self, *, expired_before: datetime) -> int:
+        """Delete the links that expired before ``expired_before``; how many."""
+
+    # Operational notifications (``ccpush.notifications``)
+
+    @abc.abstractmethod
+    async def notification_target(self, account_id: str) -> NotificationTarget | None:
+        """Where the account's notifications go, if it said."""
+
+    @abc.abstractmethod
+    async def put_notification_target(
+        self, account_id: str, *, url: str | None, email: str | None, secret: str, now: datetime
+    ) -> NotificationTarget:
+        """Set where the account's notifications go, and their signing secret (kept
+        sealed); ``AccountNotFound`` if there is no such account."""
+
+    @abc.abstractmethod
+    async def watch_apps(self) -> list[AppWatch]:
+        """The apps failing, paused by ccpush, or told so and not yet recovered."""
+
+    @abc.abstractmethod
+    async def last_notice_at(self, app_id: str, type: EventType) -> datetime | None:
+        """When the latest event of ``type`` was made for the app."""
+
+    @abc.abstractmethod
+    async def record_notice(
+        self,
+        notice: Notice,
+        destinations: Sequence[Destination],
+        *,
+        change: MarkChange | None = None,
+    ) -> bool:
+        """Keep an event with a delivery due now per destination and, given ``change``,
+        its app's new mark, in one transaction; False (nothing kept) if the app's mark is
+        no longer ``change.before`` or the app is gone."""
+
+    @abc.abstractmethod
+    async def claim_notice_deliveries(
+        self, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[NoticeDelivery]:
+        """Take up to ``limit`` deliveries due at ``now`` (pending, or claimed by a sender
+        whose claim ran out) until ``lease_until``, with their notification's body."""
+
+    @abc.abstractmethod
+    async def finish_notice_delivery(
+        self,
+        delivery_id: int,
+        *,
+        error: str | None,
+        next_attempt_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Count an attempt: delivered (no ``error``), due again at ``next_attempt_at``,
+        or failed (neither)."""
+
+    @abc.abstractmethod
+    async def purge_notices(self, *, created_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` events made before ``created_before`` that wait for no
+        delivery, with their deliveries; how many."""
+
+    @abc.abstractmethod
+    async def list_notice_deliveries(
+        self,
+        account_id: str | None,
+        *,
+        platform: bool,
+        limit: int,
+        before_id: int | None = None,
+    ) -> list[NoticeDelivery]:
+        """The deliveries of the account's notifications (``None``: every account's),
+        newest first, older than ``before_id`` if given; the operator's platform-wide ones
+        too if ``platform``."""
+
+
+def resealed(
+    box: SecretBox, values: Sequence[str | None], *, rotate: bool
+) -> list[str | None] | None:
+    """``values`` (an app's secrets as kept) with the plain ones sealed and, with ``rotate``,
+    the sealed ones sealed again with the first key; None if nothing changes."""
+    changed = False
+    out: list[str | None] = []
+    for value in values:
+        if value is not None and not box.is_sealed(value):
+            value, changed = box.seal(value), True
+        elif value is not None and rotate:
+            value, changed = box.reseal(value), True
+        out.append(value)
+    return out if changed else None

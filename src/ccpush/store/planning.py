@@ -27,7 +27,7 @@ from ccpush.models import (
     ReplayJob,
     ReplayState,
 )
-from ccpush.store.base import IdempotentRequest, _Unset
+from ccpush.store.base import UNSET, IdempotentRequest, _Unset
 
 
 def new_id(prefix: str) -> str:
@@ -152,11 +152,25 @@ def app_changes(
     paused: bool | _Unset,
     signing: bool | _Unset,
     paused_reason: str | None,
+    endpoint: str | _Unset | None = UNSET,
+    rate_limit: float | _Unset | None = UNSET,
+    max_in_flight: int | _Unset | None = UNSET,
 ) -> dict[str, Any]:
     """The columns an app update sets: those given, and what follows from them (a resume
-    clears the pause reason; a resume or a new address forgets the failing streak)."""
-    given = {"name": name, "push_url": push_url, "paused": paused, "signing": signing}
+    clears the pause reason; a resume or a new address forgets the failing streak; a new
+    rate starts with a full bucket)."""
+    given = {
+        "name": name,
+        "push_url": push_url,
+        "paused": paused,
+        "signing": signing,
+        "endpoint": endpoint,
+        "rate_limit": rate_limit,
+        "max_in_flight": max_in_flight,
+    }
     changes = {column: value for column, value in given.items() if not isinstance(value, _Unset)}
+    if not isinstance(rate_limit, _Unset):
+        changes["pace_tokens"] = changes["pace_at"] = None
     if paused is True:
         changes["paused_reason"] = paused_reason
     if paused is False:

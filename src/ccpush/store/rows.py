@@ -23,6 +23,7 @@ from ccpush.models import (
     DeliveryState,
     ErrorKind,
     KeyScope,
+    PortalLink,
     ReplayJob,
     ReplayKind,
     ReplayState,
@@ -33,9 +34,10 @@ from ccpush.store.base import AppActivity, IdempotentRequest
 
 ACCOUNT_COLUMNS: Final = "id, name, created_at"
 KEY_COLUMNS: Final = "id, account_id, name, scope, prefix, created_at, revoked_at"
+PORTAL_LINK_COLUMNS: Final = "id, account_id, app_id, read_only, created_at, expires_at, used_at"
 APP_COLUMNS: Final = (
     "id, account_id, name, push_url, paused, signing, created_at, updated_at, failing_since,"
-    " paused_reason"
+    " paused_reason, endpoint, rate_limit, max_in_flight"
 )
 SIGNING_COLUMNS: Final = "signing_secret, previous_secret, previous_secret_until"
 REPLAY_COLUMNS: Final = (
@@ -100,6 +102,17 @@ class Rows:
             revoked_at=self.maybe_time(row["revoked_at"]),
         )
 
+    def portal_link(self, row: Row) -> PortalLink:
+        return PortalLink(
+            id=row["id"],
+            account_id=row["account_id"],
+            app_id=row["app_id"],
+            read_only=bool(row["read_only"]),
+            created_at=self.time(row["created_at"]),
+            expires_at=self.time(row["expires_at"]),
+            used_at=self.maybe_time(row["used_at"]),
+        )
+
     def app(self, row: Row) -> App:
         return App(
             id=row["id"],
@@ -112,6 +125,9 @@ class Rows:
             updated_at=self.time(row["updated_at"]),
             failing_since=self.maybe_time(row["failing_since"]),
             paused_reason=row["paused_reason"],
+            endpoint=row["endpoint"],
+            rate_limit=row["rate_limit"],
+            max_in_flight=row["max_in_flight"],
         )
 
     def signing_keys(self, row: Row) -> SigningKeys:
@@ -202,6 +218,9 @@ class Rows:
         for row in waiting:
             app_id, count = row["app_id"], row["count"]
             activity = found.get(app_id) or AppActivity(app_id=app_id)
+            made = [activity.oldest_waiting, self.maybe_time(row["oldest_made"])]
+            oldest = min((when for when in made if when is not None), default=None)
+            activity = replace(activity, oldest_waiting=oldest)
             match DeliveryState(row["state"]):
                 case DeliveryState.PENDING:
                     dues = [activity.oldest_due, self.maybe_time(row["oldest_due"])]

@@ -4,11 +4,12 @@ over several apps, per account, and the apps failing or lagging most."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
 from ccpush.models import Account, App
+from ccpush.pacing import HostLimits, Throttled
 from ccpush.store.base import AppActivity
 
 TOP: Final = 5
@@ -16,10 +17,12 @@ TOP: Final = 5
 
 
 def sum_activity(activities: Iterable[AppActivity]) -> AppActivity:
-    """Several apps' activity together: their counts added, the earliest due of any."""
+    """Several apps' activity together: their counts added, the earliest due of any, the
+    oldest waiting of any."""
     total = AppActivity(app_id="")
     for one in activities:
         dues = [due for due in (total.oldest_due, one.oldest_due) if due is not None]
+        made = [when for when in (total.oldest_waiting, one.oldest_waiting) if when is not None]
         total = AppActivity(
             app_id="",
             delivered=total.delivered + one.delivered,
@@ -29,6 +32,7 @@ def sum_activity(activities: Iterable[AppActivity]) -> AppActivity:
             pending=total.pending + one.pending,
             sending=total.sending + one.sending,
             oldest_due=min(dues, default=None),
+            oldest_waiting=min(made, default=None),
         )
     return total
 
@@ -63,6 +67,9 @@ class PlatformOverview:
     """The apps with failed attempts in the day, most failed records first."""
     lagging: tuple[AppLine, ...]
     """The apps whose earliest due delivery has waited, longest first."""
+    waiting_longest: tuple[AppLine, ...] = ()
+    """The apps whose oldest waiting delivery has waited longest (retries included): with
+    ``lagging``, it tells an app's retries waiting for their time from a late queue."""
 
 
 def platform_overview(
@@ -87,6 +94,10 @@ def platform_overview(
         (line for line in lines if line.activity.lag(now)),
         key=lambda line: (-line.activity.lag(now), -line.activity.waiting, line.app.name),
     )
+    waiting_longest = sorted(
+        (line for line in lines if line.activity.waited(now)),
+        key=lambda line: (-line.activity.waited(now), line.app.name),
+    )
     return PlatformOverview(
         day=sum_activity(day.values()),
         hour=sum_activity(hour.values()),
@@ -95,7 +106,22 @@ def platform_overview(
         ),
         failing=tuple(failing[:TOP]),
         lagging=tuple(lagging[:TOP]),
+        waiting_longest=tuple(waiting_longest[:TOP]),
     )
+
+
+def throttled_hosts(limits: HostLimits, now: float, top: int = 2 * TOP) -> list[Throttled]:
+    """The hosts this process holds pushes back from, the longest held then the most
+    limited first (``now`` on the monotonic clock)."""
+    found = limits.throttled(now)
+    found.sort(key=lambda host: (-host.held_for, host.limit, host.host))
+    return [replace(host, host=_without_userinfo(host.host)) for host in found[:top]]
+
+
+def _without_userinfo(host: str) -> str:
+    """``scheme://host:port`` of a pool key, without credentials written in the address."""
+    scheme, _, rest = host.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
 def _busiest(line: AccountLine) -> tuple[int, int, str]:

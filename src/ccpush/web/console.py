@@ -2,7 +2,8 @@
 
 A manage key sees its own account; the operator (admin token) sees the account it has
 switched to, and any app; an ingest key may not sign in. Another account's objects answer
-404, as in the API.
+404, as in the API. A portal link's session sees its account, or only its one app, never
+the keys; a read-only one changes nothing (403).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from fastapi.responses import HTMLResponse
 from ccpush.api.auth import Caller
 from ccpush.api.deps import ApiState
 from ccpush.api.limits import SignInFailures
-from ccpush.errors import AccountNotFound
+from ccpush.errors import AccountNotFound, AppNotFound
 from ccpush.models import Account, App, KeyScope
 from ccpush.service import Service, resolve_console_secret
 from ccpush.store.base import DEFAULT_ACCOUNT
 from ccpush.web.forms import read_form
 from ccpush.web.pages import Pages
+from ccpush.web.portal import Branding
 from ccpush.web.session import Session, Sessions, csrf_matches, fingerprint
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -36,6 +38,8 @@ NOTICES = {
     "resent": "The record is being pushed again, as this new delivery.",
     "rotated": "A new signing secret was made. Until the overlap ends, pushes are signed with"
     " the previous secret too: switch your receiver to the new one before then.",
+    "push-settings-saved": "The push settings were saved: every push carries them from now on.",
+    "pace-saved": "The pace was saved: every worker keeps it from its next claim.",
     "account-created": "The account was added. Make its first key: a manage key to sign in.",
     "key-revoked": "The key was revoked: requests with it are refused from now on.",
 }
@@ -50,6 +54,10 @@ class CsrfRefused(Exception):
     """A POST without this session's CSRF token."""
 
 
+class ReadOnly(Exception):
+    """A change asked in a read-only session."""
+
+
 class TooManyRequests(Exception):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"retry after {retry_after:.0f} s")
@@ -62,7 +70,8 @@ class Console:
 
     def __init__(self, api: ApiState) -> None:
         self.api = api
-        self.pages = Pages(self.service.zone)
+        self.branding = Branding.of(self.service.settings)
+        self.pages = Pages(self.service.zone, self.branding.headers(self.service.settings))
         self._sessions: Sessions | None = None
 
     @property
@@ -85,14 +94,17 @@ class Console:
         *,
         status: int = 200,
         csrf: str | None = None,
+        portal: bool = False,
         **context: Any,
     ) -> HTMLResponse:
-        """A page in the console's layout, with the notice named in ``?notice=``."""
+        """A page in the console's layout, with the notice named in ``?notice=``; nothing of
+        ccpush's brand in a portal session's (or if ``portal``)."""
         shared = {
             "viewer": viewer,
             "csrf": csrf if csrf is not None else (viewer.session.csrf if viewer else ""),
             "zone": self.pages.zone_label(self.service.clock.now()),
             "notice": NOTICES.get(request.query_params.get("notice", "")),
+            "brand": self.branding.shown(portal=portal or bool(viewer and viewer.portal)),
         }
         return self.pages.render(request, template, {**shared, **context}, status=status)
 
@@ -107,6 +119,7 @@ class Console:
                 secure=settings.console_secure_cookie,
                 store=self.service.store,
                 clock=self.service.clock,
+                embedded=settings.console_embedded,
             )
         return self._sessions
 
@@ -128,6 +141,15 @@ async def check_csrf(request: Request, console: ConsoleDep) -> None:
         raise CsrfRefused()
 
 
+async def check_writable(request: Request, console: ConsoleDep) -> None:
+    """A read-only session's POSTs are refused, signing out aside."""
+    if request.method in SAFE_METHODS or request.url.path.endswith("/sign-out"):
+        return
+    session = await console.sessions.read(request)
+    if session is not None and session.read_only:
+        raise ReadOnly()
+
+
 @dataclass(frozen=True, slots=True)
 class Viewer:
     """The signed-in caller, the account on screen, and (the operator's) accounts to pick."""
@@ -146,6 +168,20 @@ class Viewer:
         """What store lookups are confined to: the key's account, or None for the operator."""
         return self.caller.account_id
 
+    @property
+    def portal(self) -> str | None:
+        """The portal link the session was opened with (its id); None for a key or the admin."""
+        return self.session.portal
+
+    @property
+    def app_id(self) -> str | None:
+        """The one app a portal session may see; None: any of its account's."""
+        return self.session.app_id
+
+    @property
+    def read_only(self) -> bool:
+        return self.session.read_only
+
 
 async def current_viewer(request: Request, console: ConsoleDep) -> Viewer:
     """The viewer, or ``SignInRequired``; ``TooManyRequests`` past the key's request rate."""
@@ -155,7 +191,8 @@ async def current_viewer(request: Request, console: ConsoleDep) -> Viewer:
     caller = await _caller(console, session)
     if caller is None:
         raise SignInRequired()
-    if (wait := console.api.key_limiter.take(caller.key_id or "admin")) is not None:
+    identity = f"portal:{session.portal}" if session.portal else caller.identity
+    if (wait := console.api.key_limiter.take(identity)) is not None:
         raise TooManyRequests(wait)
     store = console.service.store
     if caller.account_id is not None:
@@ -174,9 +211,13 @@ async def _caller(console: Console, session: Session) -> Caller | None:
         return Caller(account_id=None, scope=None) if same else None
     if session.account_id is None:
         return None
+    if session.portal is not None:
+        return Caller(account_id=session.account_id, scope=KeyScope.MANAGE)
     for key in await console.service.store.list_keys(session.account_id):
         if key.id == session.key_id and key.revoked_at is None and key.scope is KeyScope.MANAGE:
-            return Caller(account_id=key.account_id, scope=key.scope, key_id=key.id)
+            return Caller(
+                account_id=key.account_id, scope=key.scope, key_id=key.id, key_name=key.name
+            )
     return None
 
 
@@ -185,10 +226,27 @@ ViewerDep = Annotated[Viewer, Depends(current_viewer)]
 
 async def viewed_app(app_id: str, console: ConsoleDep, viewer: ViewerDep) -> App:
     """The app of the path, if the viewer may see it (``AppNotFound`` else: a 404)."""
+    if viewer.app_id is not None and viewer.app_id != app_id:
+        raise AppNotFound()
     return await console.service.store.get_app(app_id, viewer.scope)
 
 
 AppDep = Annotated[App, Depends(viewed_app)]
+
+
+def require_whole_account(viewer: ViewerDep) -> Viewer:
+    """What concerns the whole account (adding an app): not for a session of one app."""
+    if viewer.app_id is not None:
+        raise AppNotFound()
+    return viewer
+
+
+def require_key_holder(viewer: ViewerDep) -> Viewer:
+    """The keys' pages: a portal session may neither see, make nor revoke keys (404, as if
+    they did not exist)."""
+    if viewer.portal is not None:
+        raise AccountNotFound()
+    return viewer
 
 
 def require_admin(viewer: ViewerDep) -> Viewer:

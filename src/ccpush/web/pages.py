@@ -15,16 +15,29 @@ from ccpush import __version__
 from ccpush.retry import RetrySchedule
 from ccpush.wire import TIME_FORMAT
 
-SECURITY_HEADERS: Final = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-        " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+
+def security_headers(frame_ancestors: str = "'none'", images: str = "") -> dict[str, str]:
+    """The headers of every page: the pages may be framed by ``frame_ancestors`` only (CSP
+    sources; ``X-Frame-Options: DENY`` too when none may), and load images from ``images``
+    (an origin, for a logo) besides the console."""
+    image_sources = " ".join(filter(None, ("'self' data:", images)))
+    policy = (
+        f"default-src 'none'; script-src 'self'; style-src 'self'; img-src {image_sources};"
+        f" connect-src 'self'; form-action 'self'; frame-ancestors {frame_ancestors};"
+        " base-uri 'none'"
+    )
+    headers = {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-store",
+    }
+    if frame_ancestors == "'none'":
+        headers["X-Frame-Options"] = "DENY"
+    return headers
+
+
+SECURITY_HEADERS: Final = security_headers()
 
 
 def zone_name(when: datetime) -> str:
@@ -44,8 +57,9 @@ def shown_time(value: datetime, zone: tzinfo) -> str:
 class Pages:
     """The console's templates, with filters that show times in ``zone``."""
 
-    def __init__(self, zone: tzinfo) -> None:
+    def __init__(self, zone: tzinfo, headers: dict[str, str] | None = None) -> None:
         self.zone = zone
+        self.headers = SECURITY_HEADERS if headers is None else headers
         self.env = Environment(
             loader=PackageLoader("ccpush.web", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -92,7 +106,7 @@ class Pages:
         page = self.env.get_template(template).render(
             request=request, url=lambda name, **params: url_to(request, name, **params), **context
         )
-        return HTMLResponse(page, status, headers={**SECURITY_HEADERS, **(headers or {})})
+        return HTMLResponse(page, status, headers={**self.headers, **(headers or {})})
 
 
 def url_to(request: Request, name: str, /, **params: Any) -> str:

@@ -4,7 +4,10 @@ The cookie holds a random session id, the signed-in key's id and account (or, fo
 operator, a fingerprint of the admin token and the account being looked at) and the
 session's CSRF token. It is signed (``itsdangerous``) with the console secret, ``HttpOnly``,
 ``SameSite=Lax``, ``Secure`` over https, and lasts ``MAX_AGE`` from when it was last
-written. Every request checks again, in the store, that the key is not revoked and that the
+written. When other sites may frame the console (``CCPUSH_CONSOLE_FRAME_ANCESTORS``), it is
+``SameSite=None; Secure; Partitioned`` instead: a browser sends it to a frame of another site
+only then. A portal link's session names the link, its account, app and whether it is
+read-only. Every request checks again, in the store, that the key is not revoked and that the
 admin token has not changed: revoking a key ends its sessions in every process.
 
 Signing out ends the session on the server, not only in the browser: its id is kept in the
@@ -30,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ccpush.clock import Clock
+from ccpush.models import PortalLink
 from ccpush.store.base import Store
 from ccpush.upkeep import CONSOLE_SESSION_LIFE
 
@@ -49,11 +53,17 @@ class Session:
     admin: str | None = None
     """Signed in with the admin token: its fingerprint (a change of token ends the session)."""
     account_id: str | None = None
-    """The key's account, or the account the operator is looking at."""
+    """The key's account, the portal link's, or the account the operator is looking at."""
+    portal: str | None = None
+    """Signed in with this portal link (its id): confined to ``account_id``."""
+    app_id: str | None = None
+    """The portal link's one app, if it names one: nothing else of the account is seen."""
+    read_only: bool = False
+    """The portal link's session may look, not change anything."""
 
     @property
     def signed_in(self) -> bool:
-        return self.key_id is not None or self.admin is not None
+        return self.key_id is not None or self.admin is not None or self.portal is not None
 
     def switched_to(self, account_id: str) -> Session:
         return replace(self, account_id=account_id)
@@ -72,6 +82,17 @@ def anonymous() -> Session:
 def signed_in_as(*, key_id: str | None, admin: str | None, account_id: str) -> Session:
     """A new session (a new CSRF token) for who just signed in."""
     return replace(anonymous(), key_id=key_id, admin=admin, account_id=account_id)
+
+
+def portal_session(link: PortalLink) -> Session:
+    """A new session for who opened ``link``: its account (or app), read-only if it says."""
+    return replace(
+        anonymous(),
+        portal=link.id,
+        account_id=link.account_id,
+        app_id=link.app_id,
+        read_only=link.read_only,
+    )
 
 
 def csrf_matches(session: Session | None, sent: str) -> bool:
@@ -112,9 +133,18 @@ class EndedSessions:
 class Sessions:
     """Reads and writes the session cookie, and ends sessions on sign-out, in ``store``."""
 
-    def __init__(self, secret: str, *, secure: bool | None, store: Store, clock: Clock) -> None:
+    def __init__(
+        self,
+        secret: str,
+        *,
+        secure: bool | None,
+        store: Store,
+        clock: Clock,
+        embedded: bool = False,
+    ) -> None:
         self._serializer = URLSafeTimedSerializer(secret, salt="ccpush-console-session")
         self._secure = secure
+        self._embedded = embedded
         self._store = store
         self._clock = clock
         self._ended = EndedSessions()
@@ -157,8 +187,9 @@ class Sessions:
             path=cookie_path(request),
             secure=self._is_secure(request),
             httponly=True,
-            samesite="lax",
+            samesite="none" if self._embedded else "lax",
         )
+        self._partition(response)
 
     def clear(self, response: Response, request: Request) -> None:
         response.delete_cookie(
@@ -166,10 +197,21 @@ class Sessions:
             path=cookie_path(request),
             secure=self._is_secure(request),
             httponly=True,
-            samesite="lax",
+            samesite="none" if self._embedded else "lax",
         )
+        self._partition(response)
+
+    def _partition(self, response: Response) -> None:
+        """Embedded, mark the cookie just set ``Partitioned``: a browser that blocks other
+        sites' cookies in frames keeps it, for the framing site only (Python's cookies learn
+        the attribute in 3.14)."""
+        if self._embedded:
+            name, value = response.raw_headers[-1]
+            response.raw_headers[-1] = (name, value + b"; Partitioned")
 
     def _is_secure(self, request: Request) -> bool:
+        if self._embedded:
+            return True  # a cookie sent to another site's frame must be
         return self._secure if self._secure is not None else request.url.scheme == "https"
 
 

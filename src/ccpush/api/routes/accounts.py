@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from ccpush.api.auditing import Audit
 from ccpush.api.auth import Caller, Manager, Operator, display_prefix, hash_secret, new_key_secret
 from ccpush.api.deps import ServiceDep
 from ccpush.api.idempotency import idempotent_post
@@ -17,6 +18,7 @@ from ccpush.api.schemas import (
     KeyOut,
     KeyPage,
 )
+from ccpush.audit import AuditEntry
 from ccpush.errors import AccountNotFound
 from ccpush.models import ApiKey
 from ccpush.service import Service
@@ -25,10 +27,12 @@ router = APIRouter(prefix="/v1")
 
 
 @idempotent_post(router, "/accounts", status_code=status.HTTP_201_CREATED, tags=["accounts"])
-async def create_account(body: AccountCreate, _: Operator, service: ServiceDep) -> AccountOut:
+async def create_account(
+    body: AccountCreate, _: Operator, service: ServiceDep, audit: Audit
+) -> AccountOut:
     """Create a customer account (operator only)."""
     return AccountOut.of(
-        await service.store.create_account(name=body.name, now=service.clock.now())
+        await service.store.create_account(name=body.name, now=service.clock.now(), audit=audit)
     )
 
 
@@ -51,11 +55,11 @@ async def get_account(account_id: PathId, caller: Manager, service: ServiceDep) 
     router, "/accounts/{account_id}/keys", status_code=status.HTTP_201_CREATED, tags=["keys"]
 )
 async def create_key(
-    account_id: PathId, body: KeyCreate, caller: Manager, service: ServiceDep
+    account_id: PathId, body: KeyCreate, caller: Manager, service: ServiceDep, audit: Audit
 ) -> KeyCreated:
     """Create an API key for the account. The answer holds the secret: the only time it is shown."""
     _check_own(caller, account_id)
-    return await _create_key(service, account_id, body)
+    return await _create_key(service, account_id, body, audit)
 
 
 @router.get("/accounts/{account_id}/keys", tags=["keys"])
@@ -74,17 +78,20 @@ async def list_keys(
 
 @router.delete("/accounts/{account_id}/keys/{key_id}", tags=["keys"])
 async def revoke_key(
-    account_id: PathId, key_id: PathId, caller: Manager, service: ServiceDep
+    account_id: PathId, key_id: PathId, caller: Manager, service: ServiceDep, audit: Audit
 ) -> KeyOut:
     """Revoke a key: from now on it is refused (401)."""
     _check_own(caller, account_id)
-    return KeyOut.of(await service.store.revoke_key(account_id, key_id, now=service.clock.now()))
+    now = service.clock.now()
+    return KeyOut.of(await service.store.revoke_key(account_id, key_id, now=now, audit=audit))
 
 
 @idempotent_post(router, "/platform-keys", status_code=status.HTTP_201_CREATED, tags=["keys"])
-async def create_platform_key(body: KeyCreate, _: Operator, service: ServiceDep) -> KeyCreated:
+async def create_platform_key(
+    body: KeyCreate, _: Operator, service: ServiceDep, audit: Audit
+) -> KeyCreated:
     """A key for the call center: it may only send call records, to any app."""
-    return await _create_key(service, None, body.model_copy(update={"scope": "ingest"}))
+    return await _create_key(service, None, body.model_copy(update={"scope": "ingest"}), audit)
 
 
 @router.get("/platform-keys", tags=["keys"])
@@ -96,8 +103,11 @@ async def list_platform_keys(
 
 
 @router.delete("/platform-keys/{key_id}", tags=["keys"])
-async def revoke_platform_key(key_id: PathId, _: Operator, service: ServiceDep) -> KeyOut:
-    return KeyOut.of(await service.store.revoke_key(None, key_id, now=service.clock.now()))
+async def revoke_platform_key(
+    key_id: PathId, _: Operator, service: ServiceDep, audit: Audit
+) -> KeyOut:
+    now = service.clock.now()
+    return KeyOut.of(await service.store.revoke_key(None, key_id, now=now, audit=audit))
 
 
 def _key_page(keys: list[ApiKey], cursor: str | None, limit: int) -> KeyPage:
@@ -111,7 +121,9 @@ def _check_own(caller: Caller, account_id: str) -> None:
         raise AccountNotFound()
 
 
-async def _create_key(service: Service, account_id: str | None, body: KeyCreate) -> KeyCreated:
+async def _create_key(
+    service: Service, account_id: str | None, body: KeyCreate, audit: AuditEntry
+) -> KeyCreated:
     secret = new_key_secret()
     key = await service.store.create_key(
         account_id=account_id,
@@ -120,5 +132,6 @@ async def _create_key(service: Service, account_id: str | None, body: KeyCreate)
         secret_hash=hash_secret(secret),
         prefix=display_prefix(secret),
         now=service.clock.now(),
+        audit=audit,
     )
     return KeyCreated(**KeyOut.of(key).model_dump(), secret=secret)

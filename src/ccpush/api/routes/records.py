@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from ccpush.api.auditing import Audit
 from ccpush.api.auth import Manager, authenticate
 from ccpush.api.deps import ApiState, ServiceDep
 from ccpush.api.errors import BODY, QUERY, ApiError, invalid
@@ -250,11 +251,12 @@ async def record_deliveries(
     tags=["deliveries"],
 )
 async def resend(
-    app_id: PathId, call_session_id: PathId, caller: Manager, service: ServiceDep
+    app_id: PathId, call_session_id: PathId, caller: Manager, service: ServiceDep, audit: Audit
 ) -> DeliveryOut:
     """Push a record again now: a new delivery with its own attempts, the record unchanged."""
     await service.store.get_app(app_id, caller.account_id)
-    delivery = await service.store.resend(app_id, call_session_id, now=service.clock.now())
+    now = service.clock.now()
+    delivery = await service.store.resend(app_id, call_session_id, now=now, audit=audit)
     service.dispatcher.wake()
     return DeliveryOut.of(delivery)
 
@@ -318,7 +320,12 @@ def _states(text: str | None) -> frozenset[DeliveryState]:
     responses={200: {"model": ReplayOut, "description": "The same replay was asked already"}},
 )
 async def create_replay(
-    app_id: PathId, body: ReplayCreate, caller: Manager, service: ServiceDep, response: Response
+    app_id: PathId,
+    body: ReplayCreate,
+    caller: Manager,
+    service: ServiceDep,
+    response: Response,
+    audit: Audit,
 ) -> ReplayOut:
     """Push again every record whose call started in [``from``, ``to``), or every record
     whose latest delivery failed since ``failedSince``, as one background job.
@@ -338,6 +345,7 @@ async def create_replay(
         range_to=end,
         cap=MAX_REPLAY_RECORDS,
         now=service.clock.now(),
+        audit=audit,
     )
     if created:
         service.replays.wake()

@@ -13,6 +13,7 @@ from ccpush.store.rows import (
     DELIVERY_COLUMNS,
     IDEMPOTENCY_COLUMNS,
     KEY_COLUMNS,
+    PORTAL_LINK_COLUMNS,
     REPLAY_COLUMNS,
     SIGNING_COLUMNS,
     VERSION_COLUMNS,
@@ -63,6 +64,29 @@ RETURNING {KEY_COLUMNS}
 """
 
 KEY_BY_HASH = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
+
+
+# Secrets at rest: the apps whose secrets are not all sealed (a sealed text starts
+# 'gAAAAA'; the endpoint is always kept sealed), every app with a secret, and an app's
+# secrets written back.
+PLAIN_SECRETS = """
+SELECT id, signing_secret, previous_secret, endpoint FROM apps
+WHERE substr(signing_secret, 1, 6) <> 'gAAAAA' OR substr(previous_secret, 1, 6) <> 'gAAAAA'
+FOR UPDATE
+"""
+ALL_SECRETS = """
+SELECT id, signing_secret, previous_secret, endpoint FROM apps
+WHERE signing_secret IS NOT NULL OR previous_secret IS NOT NULL OR endpoint IS NOT NULL
+FOR UPDATE
+"""
+# The sealed push settings of the claimed apps that have some: read once per app, not
+# carried on each claimed row.
+APP_ENDPOINTS = """
+SELECT id, endpoint FROM apps WHERE id = ANY($1::text[]) AND endpoint IS NOT NULL
+"""
+RESEAL_APP = """
+UPDATE apps SET signing_secret = $2, previous_secret = $3, endpoint = $4 WHERE id = $1
+"""
 
 # Voice applications
 
@@ -378,6 +402,8 @@ busy AS (
     SELECT a.id AS app FROM apps AS a
     WHERE a.id IN (SELECT app FROM first_apps UNION ALL SELECT app FROM retry_apps)
       AND a.push_url IS NOT NULL AND NOT a.paused AND a.id <> ALL($5::text[])
+      -- Of the paced apps, only those whose buckets the claim locked ($7).
+      AND (a.id = ANY($7::text[]) OR (a.rate_limit IS NULL AND a.max_in_flight IS NULL))
       -- Scalar subqueries, not EXISTS: PostgreSQL may run an OR of EXISTS as one hashed
       -- scan of every due delivery, whose cost grows with the backlog.
       AND ((SELECT true FROM deliveries WHERE app_id = a.id AND state = 'pending'
@@ -405,7 +431,38 @@ WHERE d.id = ANY(ARRAY(SELECT id FROM chosen))
   AND r.id = d.record_id AND v.id = d.version_id AND a.id = d.app_id
 RETURNING d.id, d.app_id, r.call_session_id, a.push_url, v.body, v.seq, v.version, d.attempts,
           d.first_attempt_at, d.next_attempt_at, a.signing, a.signing_secret,
-          a.previous_secret, a.previous_secret_until
+          a.previous_secret, a.previous_secret_until, a.endpoint IS NOT NULL AS has_endpoint,
+          d.created_at, a.rate_limit,
+          a.max_in_flight
+"""
+
+# Whether any app has a pace (``ccpush.app_pace``): claims lock the buckets only then.
+ANY_PACED = """
+SELECT EXISTS (SELECT 1 FROM apps WHERE rate_limit IS NOT NULL OR max_in_flight IS NOT NULL)
+"""
+# The paced apps with due work, locked in id order (the order of ``update_app`` and of
+# completions) until the claim commits: claims of all workers spend a bucket one at a time.
+# $1 now.
+PACED_APPS = """
+SELECT a.id, a.rate_limit, a.max_in_flight, a.pace_tokens, a.pace_at FROM apps AS a
+WHERE (a.rate_limit IS NOT NULL OR a.max_in_flight IS NOT NULL)
+  AND a.push_url IS NOT NULL AND NOT a.paused
+  AND ((SELECT true FROM deliveries WHERE app_id = a.id AND state = 'pending'
+        AND attempts = 0 AND next_attempt_at <= $1 LIMIT 1)
+       OR (SELECT true FROM deliveries WHERE app_id = a.id AND state = 'pending'
+           AND attempts > 0 AND next_attempt_at <= $1 LIMIT 1))
+ORDER BY a.id
+FOR UPDATE OF a
+"""
+# Run after ``PACED_APPS``, so it sees the leases of the claim that held the lock before.
+SENDING_OF_APPS = """
+SELECT app_id, count(*) FROM deliveries WHERE state = 'sending' AND app_id = ANY($1::text[])
+GROUP BY app_id
+"""
+SPEND_PACE = """
+UPDATE apps SET pace_tokens = spent.tokens, pace_at = spent.at
+FROM unnest($1::text[], $2::float8[], $3::timestamptz[]) AS spent(id, tokens, at)
+WHERE apps.id = spent.id
 """
 
 # A delivery due again while its app is not pushing (no address, or paused) waits as held.
@@ -553,7 +610,7 @@ GROUP BY slot ORDER BY slot
 
 # Of the apps of account $1 (NULL: of every account): their attempts started at or after
 # $2 by outcome, and their deliveries waiting now by state, with when the earliest pending
-# one is due.
+# one is due and when the oldest was made.
 _ACCOUNT_APPS = "SELECT id FROM apps WHERE $1::text IS NULL OR account_id = $1"
 ACTIVITY_OUTCOMES = f"""
 SELECT a.app_id,
@@ -567,18 +624,19 @@ WHERE a.app_id IN ({_ACCOUNT_APPS}) AND a.started_at >= $2
 GROUP BY a.app_id
 """
 ACTIVITY_WAITING = f"""
-SELECT app_id, 'pending' AS state, count(*) AS count, min(next_attempt_at) AS oldest_due
+SELECT app_id, 'pending' AS state, count(*) AS count, min(next_attempt_at) AS oldest_due,
+       min(created_at) AS oldest_made
 FROM deliveries
 WHERE state = 'pending' AND attempts = 0 AND app_id IN ({_ACCOUNT_APPS}) GROUP BY app_id
 UNION ALL
-SELECT app_id, 'pending', count(*), min(next_attempt_at)
+SELECT app_id, 'pending', count(*), min(next_attempt_at), min(created_at)
 FROM deliveries
 WHERE state = 'pending' AND attempts > 0 AND app_id IN ({_ACCOUNT_APPS}) GROUP BY app_id
 UNION ALL
-SELECT app_id, 'sending', count(*), NULL
+SELECT app_id, 'sending', count(*), NULL, min(created_at)
 FROM deliveries WHERE state = 'sending' AND app_id IN ({_ACCOUNT_APPS}) GROUP BY app_id
 UNION ALL
-SELECT app_id, 'held', count(*), NULL
+SELECT app_id, 'held', count(*), NULL, min(created_at)
 FROM deliveries WHERE state = 'held' AND app_id IN ({_ACCOUNT_APPS}) GROUP BY app_id
 """
 
@@ -590,3 +648,22 @@ ON CONFLICT (session_id) DO NOTHING
 """
 CONSOLE_SESSION_ENDED = "SELECT 1 FROM ended_console_sessions WHERE session_id = $1"
 PURGE_CONSOLE_SESSIONS = "DELETE FROM ended_console_sessions WHERE ended_at < $1"
+
+# Portal links
+
+# $2 the account, $3 the app (NULL: any of the account's): no row when either is missing.
+INSERT_PORTAL_LINK = f"""
+INSERT INTO portal_links (id, account_id, app_id, token_hash, read_only, created_at, expires_at)
+SELECT $1, $2, $3, $4, $5, $6, $7
+WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $2)
+  AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM apps WHERE id = $3 AND account_id = $2))
+RETURNING {PORTAL_LINK_COLUMNS}
+"""
+# The statement that finds a link unused and unexpired marks it used: it works once.
+# $1 the token's hash, $2 now.
+USE_PORTAL_LINK = f"""
+UPDATE portal_links SET used_at = $2
+WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
+RETURNING {PORTAL_LINK_COLUMNS}
+"""
+PURGE_PORTAL_LINKS = "DELETE FROM portal_links WHERE expires_at < $1"

@@ -17,6 +17,8 @@ import contextlib
 import json
 import logging
 import re
+import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
@@ -24,6 +26,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from ccpush import audit as audited
+from ccpush.app_pace import Bucket, Pace, paced_limits, spent_buckets
+from ccpush.audit import AuditEntry, AuditFilter
+from ccpush.endpoint import Endpoint
 from ccpush.errors import (
     AccountNotFound,
     AppNotFound,
@@ -46,12 +52,23 @@ from ccpush.models import (
     IngestResult,
     KeyScope,
     NewRecord,
+    PortalLink,
     ReplayJob,
     ReplayKind,
     ReplayState,
     SigningKeys,
     StoredRecord,
 )
+from ccpush.notifications.records import (
+    AppWatch,
+    Destination,
+    EventType,
+    MarkChange,
+    Notice,
+    NoticeDelivery,
+    NotificationTarget,
+)
+from ccpush.secret_box import SecretBox, fallback_box
 from ccpush.signing import generate_secret
 from ccpush.store.base import (
     DEFAULT_ACCOUNT,
@@ -63,6 +80,7 @@ from ccpush.store.base import (
     RecordFilter,
     Store,
     _Unset,
+    resealed,
     translating,
 )
 from ccpush.store.migrations import load_migrations
@@ -80,6 +98,8 @@ from ccpush.store.planning import (
     new_id,
     plan_ingest,
 )
+from ccpush.store.postgres import audit as audit_sql
+from ccpush.store.postgres import notifications as notices
 from ccpush.store.postgres import queries as sql
 from ccpush.store.rows import Rows, as_stored, attempt_bucket
 
@@ -98,8 +118,16 @@ LISTEN_CHECK: Final = 30.0
 """Seconds between checks that the listening connection is alive (and its timeout)."""
 LISTEN_RETRY: Final = 1.0
 """Seconds before listening again after the connection failed."""
+PACED_CHECK: Final = 1.0
+"""Seconds a claim trusts the last look at whether any app has a pace."""
 
 log = logging.getLogger(__name__)
+
+
+def _bucket(row: asyncpg.Record, sending: int) -> Bucket:
+    """A row of ``PACED_APPS``, and the app's deliveries being pushed."""
+    pace = Pace(row["rate_limit"], row["max_in_flight"])
+    return Bucket(row["id"], pace, row["pace_tokens"], row["pace_at"], sending)
 
 
 @translating(
@@ -112,7 +140,15 @@ log = logging.getLogger(__name__)
     refusals=(asyncpg.DataError,),
 )
 class PostgresStore(Store):
-    def __init__(self, dsn: str, *, schema: str | None = None, max_connections: int = 10) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        max_connections: int = 10,
+        box: SecretBox | None = None,
+    ) -> None:
+        self.box = box or fallback_box()
         if schema is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
             raise StoreError(f"invalid schema name {schema!r}")
         self.dsn = dsn
@@ -122,15 +158,17 @@ class PostgresStore(Store):
         # At most 63 bytes; schemas alike in their first 56 share one (a wake too many).
         self.channel = f"ccpush.{schema or ''}"[:63]
         """Where deliveries due now are notified (``watch_due``): one per schema."""
+        self._any_paced_seen = False
+        self._paced_checked = -PACED_CHECK
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls, url: str, *, box: SecretBox | None = None) -> PostgresStore:
         """``postgresql://user@host:port/db``; ``?schema=name`` keeps ccpush in its own schema."""
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         schema = query.pop("schema", None)
         dsn = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(query)))
-        return cls(dsn, schema=schema)
+        return cls(dsn, schema=schema, box=box)
 
     @property
     def pool(self) -> asyncpg.Pool[asyncpg.Record]:
@@ -186,13 +224,32 @@ class PostgresStore(Store):
                     raise MigrationError(f"migration {migration.version} failed: {exc}") from exc
                 await conn.execute(sql.RECORD_MIGRATION, migration.version, migration.name)
                 applied.append(migration.label)
+            await self._reseal(conn, rotate=False)
         return applied
+
+    async def seal_secrets(self, *, rotate: bool = False) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await self._reseal(conn, rotate=rotate)
+
+    async def _reseal(self, conn: _Conn, *, rotate: bool) -> int:
+        changed = 0
+        for row in await conn.fetch(sql.ALL_SECRETS if rotate else sql.PLAIN_SECRETS):
+            values = resealed(self.box, tuple(row)[1:], rotate=rotate)
+            if values is not None:
+                await conn.execute(sql.RESEAL_APP, row["id"], *values)
+                changed += 1
+        return changed
 
     # Accounts and keys
 
-    async def create_account(self, *, name: str, now: datetime) -> Account:
-        row = await self.pool.fetchrow(sql.INSERT_ACCOUNT, new_id("acc"), name, now)
-        return ROWS.account(_found(row))
+    async def create_account(
+        self, *, name: str, now: datetime, audit: AuditEntry | None = None
+    ) -> Account:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(sql.INSERT_ACCOUNT, new_id("acc"), name, now)
+            account = ROWS.account(_found(row))
+            await audit_sql.insert_audit(conn, [audit and audited.account_created(audit, account)])
+        return account
 
     async def get_account(self, account_id: str) -> Account:
         row = await self.pool.fetchrow(sql.SELECT_ACCOUNT, account_id)
@@ -212,29 +269,43 @@ class PostgresStore(Store):
         secret_hash: str,
         prefix: str,
         now: datetime,
+        audit: AuditEntry | None = None,
     ) -> ApiKey:
-        row = await self.pool.fetchrow(
-            sql.INSERT_KEY,
-            new_id("key"),
-            account_id,
-            name,
-            KeyScope(scope).value,
-            secret_hash,
-            prefix,
-            now,
-        )
-        if row is None:
-            raise AccountNotFound()
-        return ROWS.key(row)
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                sql.INSERT_KEY,
+                new_id("key"),
+                account_id,
+                name,
+                KeyScope(scope).value,
+                secret_hash,
+                prefix,
+                now,
+            )
+            if row is None:
+                raise AccountNotFound()
+            key = ROWS.key(row)
+            await audit_sql.insert_audit(conn, [audit and audited.key_created(audit, key)])
+        return key
 
     async def list_keys(self, account_id: str | None) -> list[ApiKey]:
         return [ROWS.key(row) for row in await self.pool.fetch(sql.LIST_KEYS, account_id)]
 
-    async def revoke_key(self, account_id: str | None, key_id: str, *, now: datetime) -> ApiKey:
-        row = await self.pool.fetchrow(sql.REVOKE_KEY, key_id, account_id, now)
-        if row is None:
-            raise KeyNotFound()
-        return ROWS.key(row)
+    async def revoke_key(
+        self,
+        account_id: str | None,
+        key_id: str,
+        *,
+        now: datetime,
+        audit: AuditEntry | None = None,
+    ) -> ApiKey:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(sql.REVOKE_KEY, key_id, account_id, now)
+            if row is None:
+                raise KeyNotFound()
+            key = ROWS.key(row)
+            await audit_sql.insert_audit(conn, [audit and audited.key_revoked(audit, key)])
+        return key
 
     async def key_by_hash(self, secret_hash: str) -> ApiKey | None:
         row = await self.pool.fetchrow(sql.KEY_BY_HASH, secret_hash)
@@ -249,13 +320,36 @@ class PostgresStore(Store):
         push_url: str | None,
         now: datetime,
         account_id: str = DEFAULT_ACCOUNT,
+        audit: AuditEntry | None = None,
+        endpoint: Endpoint | None = None,
+        rate_limit: float | None = None,
+        max_in_flight: int | None = None,
     ) -> App:
-        row = await self.pool.fetchrow(
-            sql.INSERT_APP, new_app_id(), account_id, name, push_url, now, generate_secret()
-        )
-        if row is None:
-            raise AccountNotFound()
-        return ROWS.app(row)
+        settings = self._initial_settings(endpoint, rate_limit, max_in_flight)
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                sql.INSERT_APP,
+                new_app_id(),
+                account_id,
+                name,
+                push_url,
+                now,
+                self.box.seal(generate_secret()),
+            )
+            if row is None:
+                raise AccountNotFound()
+            if settings:
+                columns = "".join(f"{c} = ${n}, " for n, c in enumerate(settings, start=3))
+                row = _found(
+                    await conn.fetchrow(
+                        sql.UPDATE_APP.format(columns=columns), row["id"], now, *settings.values()
+                    )
+                )
+            app = ROWS.app(row)
+            await audit_sql.insert_audit(
+                conn, [audit and audited.app_created(audit, app, self._described)]
+            )
+        return app
 
     async def get_app(self, app_id: str, account_id: str | None = None) -> App:
         return await _fetch_app(self.pool, app_id, account_id)
@@ -274,13 +368,20 @@ class PostgresStore(Store):
         paused: bool | _Unset = UNSET,
         signing: bool | _Unset = UNSET,
         paused_reason: str | None = None,
+        audit: AuditEntry | None = None,
+        endpoint: Endpoint | _Unset | None = UNSET,
+        rate_limit: float | _Unset | None = UNSET,
+        max_in_flight: int | _Unset | None = UNSET,
     ) -> App:
         changes = app_changes(
+            rate_limit=rate_limit,
+            max_in_flight=max_in_flight,
             name=name,
             push_url=push_url,
             paused=paused,
             signing=signing,
             paused_reason=paused_reason,
+            endpoint=endpoint if isinstance(endpoint, _Unset) else self.sealed_endpoint(endpoint),
         )
         columns = ", ".join(f"{column} = ${n}" for n, column in enumerate(changes, start=3))
         async with self.pool.acquire() as conn, conn.transaction():
@@ -298,12 +399,16 @@ class PostgresStore(Store):
             elif after.pushing and not before.pushing:
                 await conn.execute(sql.RELEASE_HELD, app_id, now)
                 await conn.execute(sql.NOTIFY_DUE, self.channel)
+            if audit is not None:
+                entries = audited.app_changes(audit, before, after, self._described)
+                await audit_sql.insert_audit(conn, entries)
         return after
 
     async def signing_keys(self, app_id: str, account_id: str | None = None) -> SigningKeys:
         async with self.pool.acquire() as conn:
             await _fetch_app(conn, app_id, account_id)
-            return ROWS.signing_keys(_found(await conn.fetchrow(sql.SIGNING_KEYS, app_id)))
+            row = _found(await conn.fetchrow(sql.SIGNING_KEYS, app_id))
+            return self.opened_keys(ROWS.signing_keys(row))
 
     async def rotate_signing_secret(
         self,
@@ -313,17 +418,24 @@ class PostgresStore(Store):
         now: datetime,
         overlap: timedelta,
         account_id: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> SigningKeys:
         async with self.pool.acquire() as conn, conn.transaction():
-            await _fetch_app(conn, app_id, account_id, lock="FOR UPDATE")
-            row = await conn.fetchrow(sql.ROTATE_KEYS, app_id, secret, now + overlap, now)
-            return ROWS.signing_keys(_found(row))
+            app = await _fetch_app(conn, app_id, account_id, lock="FOR UPDATE")
+            sealed = self.box.seal(secret)
+            row = await conn.fetchrow(sql.ROTATE_KEYS, app_id, sealed, now + overlap, now)
+            keys = self.opened_keys(ROWS.signing_keys(_found(row)))
+            await audit_sql.insert_audit(conn, [audit and audited.secret_rotated(audit, app)])
+            return keys
 
-    async def delete_app(self, app_id: str, account_id: str | None = None) -> None:
+    async def delete_app(
+        self, app_id: str, account_id: str | None = None, *, audit: AuditEntry | None = None
+    ) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            await _fetch_app(conn, app_id, account_id, lock="FOR UPDATE")
+            app = await _fetch_app(conn, app_id, account_id, lock="FOR UPDATE")
             for statement in sql.DELETE_APP:
                 await conn.execute(statement, app_id)
+            await audit_sql.insert_audit(conn, [audit and audited.app_deleted(audit, app)])
 
     # Records
 
@@ -377,13 +489,22 @@ class PostgresStore(Store):
         async with self.pool.acquire() as conn:
             return await _deliveries(conn, app_id, filters, query.limit)
 
-    async def resend(self, app_id: str, call_session_id: str, *, now: datetime) -> Delivery:
+    async def resend(
+        self,
+        app_id: str,
+        call_session_id: str,
+        *,
+        now: datetime,
+        audit: AuditEntry | None = None,
+    ) -> Delivery:
         async with self.pool.acquire() as conn, conn.transaction():
             app = await _fetch_app(conn, app_id, lock="FOR KEY SHARE")
             record_id = await conn.fetchval(sql.FIND_RECORD, app_id, call_session_id)
             if record_id is None:
                 raise RecordNotFound()
             [delivery_id] = await _insert_deliveries(conn, app, [record_id], now, self.channel)
+            entry = audit and audited.record_resent(audit, app, call_session_id, delivery_id)
+            await audit_sql.insert_audit(conn, [entry])
             [delivery] = await _deliveries(conn, app_id, {"d.id = {}": delivery_id})
         return delivery
 
@@ -405,10 +526,11 @@ class PostgresStore(Store):
         range_to: datetime | None,
         cap: int,
         now: datetime,
+        audit: AuditEntry | None = None,
     ) -> tuple[ReplayJob, bool]:
         kind = ReplayKind(kind)
         async with self.pool.acquire() as conn, conn.transaction():
-            await _fetch_app(conn, app_id, lock="FOR NO KEY UPDATE")
+            app = await _fetch_app(conn, app_id, lock="FOR NO KEY UPDATE")
             latest = await conn.fetchrow(sql.SAME_REPLAY, app_id, kind.value, range_from, range_to)
             if latest is not None:
                 job = ROWS.replay(latest)
@@ -427,7 +549,11 @@ class PostgresStore(Store):
                 total,
                 now,
             )
-        return ROWS.replay(_found(row)), True
+            job = ROWS.replay(_found(row))
+            await audit_sql.insert_audit(
+                conn, [audit and audited.replay_requested(audit, app, job)]
+            )
+        return job, True
 
     async def get_replay(self, app_id: str, replay_id: str) -> ReplayJob:
         row = await self.pool.fetchrow(sql.SELECT_REPLAY, replay_id, app_id)
@@ -482,16 +608,15 @@ class PostgresStore(Store):
         skip_apps: Sequence[str] = (),
         app_limits: Mapping[str, int] | None = None,
     ) -> list[Claimed]:
-        rows = await self.pool.fetch(
-            sql.CLAIM_DUE,
-            now,
-            limit,
-            lease_until,
-            owner,
-            list(skip_apps),
-            json.dumps(app_limits or {}),
-        )
+        claim = (now, limit, lease_until, owner)
+        if await self._any_paced():
+            rows = await self._claim_paced(claim, skip_apps, app_limits)
+        else:
+            limits = json.dumps(app_limits or {})
+            rows = await self.pool.fetch(sql.CLAIM_DUE, *claim, list(skip_apps), limits, [])
         rows.sort(key=lambda row: row["next_attempt_at"])
+        with_endpoint = {row["app_id"] for row in rows if row["has_endpoint"]}
+        endpoints = await self._endpoints(with_endpoint) if with_endpoint else {}
         keys: dict[str, tuple[str, ...]] = {}  # per app: the same for all its rows
         return [
             Claimed(
@@ -505,10 +630,53 @@ class PostgresStore(Store):
                 attempt=row["attempts"] + 1,
                 first_attempt_at=row["first_attempt_at"],
                 signing_keys=keys.get(row["app_id"])
-                or keys.setdefault(row["app_id"], _active_keys(row, now)),
+                or keys.setdefault(row["app_id"], self.box.open_all(_active_keys(row, now))),
+                endpoint=endpoints.get(row["app_id"]),
+                enqueued_at=row["created_at"],
+                rate_limit=row["rate_limit"],
+                max_in_flight=row["max_in_flight"],
             )
             for row in rows
         ]
+
+    async def _any_paced(self) -> bool:
+        """Whether some app has a pace, as seen at most ``PACED_CHECK`` seconds ago. Until
+        a new pace is seen, its app is left out of claims (never claimed beyond it)."""
+        if time.monotonic() >= self._paced_checked + PACED_CHECK:
+            self._any_paced_seen = bool(await self.pool.fetchval(sql.ANY_PACED))
+            self._paced_checked = time.monotonic()
+        return self._any_paced_seen
+
+    async def _claim_paced(
+        self,
+        claim: tuple[datetime, int, datetime, str],
+        skip_apps: Sequence[str],
+        app_limits: Mapping[str, int] | None,
+    ) -> list[asyncpg.Record]:
+        """A claim that locks the paced apps with due work, takes no more of each than its
+        bucket and its pushes in flight allow, and spends the buckets before it commits."""
+        now = claim[0]
+        async with self.pool.acquire() as conn, conn.transaction():
+            locked = await conn.fetch(sql.PACED_APPS, now)
+            counted = [row["id"] for row in locked if row["max_in_flight"] is not None]
+            sending: dict[str, int] = {}
+            if counted:
+                sending.update((r[0], r[1]) for r in await conn.fetch(sql.SENDING_OF_APPS, counted))
+            buckets = [_bucket(row, sending.get(row["id"], 0)) for row in locked]
+            skip, limits = paced_limits(buckets, now, list(skip_apps), dict(app_limits or {}))
+            paced = [bucket.app_id for bucket in buckets]
+            rows = await conn.fetch(sql.CLAIM_DUE, *claim, skip, json.dumps(limits), paced)
+            spent = spent_buckets(buckets, Counter(row["app_id"] for row in rows), now)
+            if spent:
+                await conn.execute(
+                    sql.SPEND_PACE, *(list(column) for column in zip(*spent, strict=True))
+                )
+        return rows
+
+    async def _endpoints(self, app_ids: set[str]) -> dict[str, Endpoint | None]:
+        """The push settings of these apps, opened."""
+        rows = await self.pool.fetch(sql.APP_ENDPOINTS, sorted(app_ids))
+        return {row["id"]: self.opened_endpoint(row["endpoint"]) for row in rows}
 
     async def release(self, delivery_ids: Sequence[int], *, owner: str, now: datetime) -> int:
         if not delivery_ids:
@@ -593,6 +761,18 @@ class PostgresStore(Store):
         finally:
             await conn.close(timeout=LISTEN_CHECK)
 
+    # The audit log
+
+    async def record_audit(self, entries: Sequence[AuditEntry]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await audit_sql.insert_audit(conn, entries)
+
+    async def list_audit(self, query: AuditFilter) -> list[AuditEntry]:
+        return await audit_sql.list_audit(self.pool, query)
+
+    async def purge_audit(self, before: datetime, *, limit: int) -> int:
+        return await audit_sql.purge_audit(self.pool, before, limit)
+
     # Idempotency keys
 
     async def claim_idempotency_key(
@@ -652,6 +832,106 @@ class PostgresStore(Store):
     async def purge_console_sessions(self, *, ended_before: datetime) -> int:
         status = await self.pool.execute(sql.PURGE_CONSOLE_SESSIONS, ended_before)
         return int(status.split()[-1])
+
+    # Portal links
+
+    async def create_portal_link(
+        self,
+        *,
+        account_id: str,
+        app_id: str | None,
+        read_only: bool,
+        token_hash: str,
+        now: datetime,
+        expires_at: datetime,
+        audit: AuditEntry | None = None,
+    ) -> PortalLink:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                sql.INSERT_PORTAL_LINK,
+                new_id("portal"), account_id, app_id, token_hash, read_only, now, expires_at,
+            )  # fmt: skip
+            if row is None:
+                await self.get_account(account_id)  # AccountNotFound, or else the app is missing
+                raise AppNotFound()
+            link = ROWS.portal_link(row)
+            await audit_sql.insert_audit(conn, [audit and audited.portal_link_issued(audit, link)])
+        return link
+
+    async def use_portal_link(
+        self, token_hash: str, *, now: datetime, audit: AuditEntry | None = None
+    ) -> PortalLink | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(sql.USE_PORTAL_LINK, token_hash, now)
+            if row is None:
+                return None
+            link = ROWS.portal_link(row)
+            await audit_sql.insert_audit(conn, [audit and audited.portal_link_used(audit, link)])
+        return link
+
+    async def purge_portal_links(self, *, expired_before: datetime) -> int:
+        status = await self.pool.execute(sql.PURGE_PORTAL_LINKS, expired_before)
+        return int(status.split()[-1])
+
+    # Operational notifications
+
+    async def notification_target(self, account_id: str) -> NotificationTarget | None:
+        return await notices.target(self.pool, self.box, account_id)
+
+    async def put_notification_target(
+        self, account_id: str, *, url: str | None, email: str | None, secret: str, now: datetime
+    ) -> NotificationTarget:
+        values = NotificationTarget(
+            account_id=account_id, url=url, email=email, secret=secret, updated_at=now
+        )
+        await notices.put_target(self.pool, self.box, account_id, values)
+        return values
+
+    async def watch_apps(self) -> list[AppWatch]:
+        async with self.pool.acquire() as conn:
+            return await notices.watch_apps(conn)
+
+    async def last_notice_at(self, app_id: str, type: EventType) -> datetime | None:
+        return await notices.last_notice_at(self.pool, app_id, type)
+
+    async def record_notice(
+        self,
+        notice: Notice,
+        destinations: Sequence[Destination],
+        *,
+        change: MarkChange | None = None,
+    ) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await notices.record_notice(conn, notice, destinations, change)
+
+    async def claim_notice_deliveries(
+        self, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[NoticeDelivery]:
+        return await notices.claim(self.pool, now, lease_until, limit)
+
+    async def finish_notice_delivery(
+        self,
+        delivery_id: int,
+        *,
+        error: str | None,
+        next_attempt_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        await notices.finish(self.pool, delivery_id, error, next_attempt_at, now)
+
+    async def purge_notices(self, *, created_before: datetime, limit: int) -> int:
+        status = await self.pool.execute(notices.PURGE, created_before, limit)
+        return int(status.split()[-1])
+
+    async def list_notice_deliveries(
+        self,
+        account_id: str | None,
+        *,
+        platform: bool,
+        limit: int,
+        before_id: int | None = None,
+    ) -> list[NoticeDelivery]:
+        return await notices.list_deliveries(self.pool, account_id, platform, limit, before_id)
 
 
 # Statements shared by several methods

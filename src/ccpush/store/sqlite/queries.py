@@ -14,6 +14,7 @@ from ccpush.store.rows import (
     DELIVERY_COLUMNS,
     IDEMPOTENCY_COLUMNS,
     KEY_COLUMNS,
+    PORTAL_LINK_COLUMNS,
     REPLAY_COLUMNS,
     SIGNING_COLUMNS,
     VERSION_COLUMNS,
@@ -59,6 +60,28 @@ RETURNING {KEY_COLUMNS}
 """
 
 KEY_BY_HASH = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL"
+
+
+# Secrets at rest: the apps whose secrets are not all sealed (a sealed text starts
+# 'gAAAAA'; the endpoint is always kept sealed), every app with a secret, and an app's
+# secrets written back.
+PLAIN_SECRETS = """
+SELECT id, signing_secret, previous_secret, endpoint FROM apps
+WHERE substr(signing_secret, 1, 6) <> 'gAAAAA' OR substr(previous_secret, 1, 6) <> 'gAAAAA'
+"""
+ALL_SECRETS = """
+SELECT id, signing_secret, previous_secret, endpoint FROM apps
+WHERE signing_secret IS NOT NULL OR previous_secret IS NOT NULL OR endpoint IS NOT NULL
+"""
+# The sealed push settings of the claimed apps that have some (a JSON array of app ids): read
+# once per app, not carried on each claimed row.
+APP_ENDPOINTS = """
+SELECT id, endpoint FROM apps
+WHERE id IN (SELECT value FROM json_each(?)) AND endpoint IS NOT NULL
+"""
+RESEAL_APP = """
+UPDATE apps SET signing_secret = ?2, previous_secret = ?3, endpoint = ?4 WHERE id = ?1
+"""
 
 # Voice applications
 
@@ -354,10 +377,31 @@ chosen AS (
 SELECT json_group_array(d.id), json_group_array(json_array(
     d.id, d.app_id, r.call_session_id, a.push_url, length(v.body), d.attempts,
     d.first_attempt_at, d.next_attempt_at, a.signing, a.signing_secret, a.previous_secret,
-    a.previous_secret_until, v.seq, v.version)),
+    a.previous_secret_until, v.seq, v.version, a.endpoint IS NOT NULL, d.created_at, a.rate_limit,
+    a.max_in_flight)),
     CAST(group_concat(CAST(v.body AS TEXT), '') AS BLOB)
 FROM chosen JOIN deliveries AS d ON d.id = chosen.id JOIN call_records AS r ON r.id = d.record_id
 JOIN record_versions AS v ON v.id = d.version_id JOIN apps AS a ON a.id = d.app_id
+"""
+# The paced apps with due work (``ccpush.app_pace``), read in the claim's transaction: their
+# pace, bucket, and deliveries being pushed (counted only for a ``maxInFlight``). ?1 now.
+PACED_APPS = """
+SELECT a.id, a.rate_limit, a.max_in_flight, a.pace_tokens, a.pace_at,
+       CASE WHEN a.max_in_flight IS NULL THEN 0
+            ELSE (SELECT count(*) FROM deliveries INDEXED BY deliveries_leased
+                  WHERE state = 'sending' AND app_id = a.id) END
+FROM apps AS a INDEXED BY apps_paced
+WHERE (a.rate_limit IS NOT NULL OR a.max_in_flight IS NOT NULL)
+  AND a.push_url IS NOT NULL AND NOT a.paused
+  AND (EXISTS (SELECT 1 FROM deliveries WHERE app_id = a.id AND state = 'pending'
+               AND attempts = 0 AND next_attempt_at <= ?1)
+       OR EXISTS (SELECT 1 FROM deliveries WHERE app_id = a.id AND state = 'pending'
+                  AND attempts > 0 AND next_attempt_at <= ?1))
+"""
+# The buckets a claim spent: ?1 a JSON array of [app, tokens, as of].
+SPEND_PACE = """
+UPDATE apps SET pace_tokens = spent.value ->> 1, pace_at = spent.value ->> 2
+FROM json_each(?1) AS spent WHERE apps.id = spent.value ->> 0
 """
 # Leasing what ``CLAIM_DUE`` chose: the lease, the worker, now, the ids (a JSON array).
 CLAIM_LEASE = """
@@ -494,7 +538,7 @@ GROUP BY slot ORDER BY slot
 
 # Of the apps of account :account (NULL: of every account): their attempts started at or
 # after :since by outcome, and their deliveries waiting now by state, with when the earliest
-# pending one is due.
+# pending one is due and when the oldest was made.
 _ACCOUNT_APPS = "SELECT id FROM apps WHERE :account IS NULL OR account_id = :account"
 ACTIVITY_OUTCOMES = f"""
 SELECT a.app_id,
@@ -506,19 +550,20 @@ WHERE a.app_id IN ({_ACCOUNT_APPS}) AND a.started_at >= :since
 GROUP BY a.app_id
 """
 ACTIVITY_WAITING = f"""
-SELECT app_id, 'pending' AS state, count(*) AS count, min(next_attempt_at) AS oldest_due
+SELECT app_id, 'pending' AS state, count(*) AS count, min(next_attempt_at) AS oldest_due,
+       min(created_at) AS oldest_made
 FROM deliveries
 WHERE state = 'pending' AND attempts = 0 AND app_id IN ({_ACCOUNT_APPS}) GROUP BY app_id
 UNION ALL
-SELECT app_id, 'pending', count(*), min(next_attempt_at)
+SELECT app_id, 'pending', count(*), min(next_attempt_at), min(created_at)
 FROM deliveries
 WHERE state = 'pending' AND attempts > 0 AND app_id IN ({_ACCOUNT_APPS}) GROUP BY app_id
 UNION ALL
-SELECT app_id, 'sending', count(*), NULL
+SELECT app_id, 'sending', count(*), NULL, min(created_at)
 FROM deliveries INDEXED BY deliveries_leased
 WHERE state = 'sending' AND app_id IN ({_ACCOUNT_APPS}) GROUP BY app_id
 UNION ALL
-SELECT app_id, 'held', count(*), NULL
+SELECT app_id, 'held', count(*), NULL, min(created_at)
 FROM deliveries WHERE state = 'held' AND app_id IN ({_ACCOUNT_APPS}) GROUP BY app_id
 """
 
@@ -530,3 +575,18 @@ ON CONFLICT (session_id) DO NOTHING
 """
 CONSOLE_SESSION_ENDED = "SELECT 1 FROM ended_console_sessions WHERE session_id = ?"
 PURGE_CONSOLE_SESSIONS = "DELETE FROM ended_console_sessions WHERE ended_at < ?"
+
+# Portal links
+
+INSERT_PORTAL_LINK = f"""
+INSERT INTO portal_links (id, account_id, app_id, token_hash, read_only, created_at, expires_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+RETURNING {PORTAL_LINK_COLUMNS}
+"""
+# The statement that finds a link unused and unexpired marks it used: it works once.
+USE_PORTAL_LINK = f"""
+UPDATE portal_links SET used_at = :now
+WHERE token_hash = :token_hash AND used_at IS NULL AND expires_at > :now
+RETURNING {PORTAL_LINK_COLUMNS}
+"""
+PURGE_PORTAL_LINKS = "DELETE FROM portal_links WHERE expires_at < ?"

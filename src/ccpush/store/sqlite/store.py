@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -23,6 +24,10 @@ from pathlib import Path
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+from ccpush import audit as audited
+from ccpush.app_pace import Bucket, Pace, paced_limits, spent_buckets
+from ccpush.audit import AuditEntry, AuditFilter
+from ccpush.endpoint import Endpoint
 from ccpush.errors import (
     AccountNotFound,
     AppNotFound,
@@ -44,12 +49,23 @@ from ccpush.models import (
     IngestResult,
     KeyScope,
     NewRecord,
+    PortalLink,
     ReplayJob,
     ReplayKind,
     ReplayState,
     SigningKeys,
     StoredRecord,
 )
+from ccpush.notifications.records import (
+    AppWatch,
+    Destination,
+    EventType,
+    MarkChange,
+    Notice,
+    NoticeDelivery,
+    NotificationTarget,
+)
+from ccpush.secret_box import SecretBox, fallback_box
 from ccpush.signing import generate_secret
 from ccpush.store.base import (
     DEFAULT_ACCOUNT,
@@ -61,6 +77,7 @@ from ccpush.store.base import (
     RecordFilter,
     Store,
     _Unset,
+    resealed,
     translating,
 )
 from ccpush.store.migrations import load_migrations
@@ -79,6 +96,8 @@ from ccpush.store.planning import (
     plan_ingest,
 )
 from ccpush.store.rows import Rows, attempt_bucket, from_epoch
+from ccpush.store.sqlite import audit as audit_sql
+from ccpush.store.sqlite import notifications as notices
 from ccpush.store.sqlite import queries as sql
 
 T = TypeVar("T")
@@ -102,6 +121,12 @@ def _ts_or_none(when: datetime | None) -> float | None:
 def _dt(value: float | None) -> datetime | None:
     """``ROWS.maybe_time`` without its calls, for the claims' hot path."""
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _bucket(row: sqlite3.Row) -> Bucket:
+    """A row of ``PACED_APPS``."""
+    pace = Pace(row[1], row[2])
+    return Bucket(row[0], pace, row[3], _dt(row[4]), row[5])
 
 
 def _marks(count: int) -> str:
@@ -151,7 +176,10 @@ def on_writer(
     refusals=(sqlite3.DataError, UnicodeEncodeError),
 )
 class SqliteStore(Store):
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "NORMAL", box: SecretBox | None = None
+    ) -> None:
+        self.box = box or fallback_box()
         self.path = str(path)
         self.synchronous = synchronous.upper()
         self._executor: ThreadPoolExecutor | None = None
@@ -159,12 +187,13 @@ class SqliteStore(Store):
         self._keys: dict[str, tuple[ApiKey, float]] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> SqliteStore:
+    def from_url(cls, url: str, *, box: SecretBox | None = None) -> SqliteStore:
         """``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``?synchronous=full``."""
         parts = urlsplit(url)
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         options = parse_qs(parts.query)
-        return cls(path or ":memory:", synchronous=options.get("synchronous", ["NORMAL"])[0])
+        synchronous = options.get("synchronous", ["NORMAL"])[0]
+        return cls(path or ":memory:", synchronous=synchronous, box=box)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -246,15 +275,33 @@ class SqliteStore(Store):
                     raise MigrationError(f"migration {migration.version} failed: {exc}") from exc
                 db.execute(sql.RECORD_MIGRATION, (migration.version, migration.name))
                 applied.append(migration.label)
+            self._reseal(db, rotate=False)
         return applied
+
+    @on_writer
+    def seal_secrets(self, *, rotate: bool = False) -> int:
+        with self._write() as db:
+            return self._reseal(db, rotate=rotate)
+
+    def _reseal(self, db: sqlite3.Connection, *, rotate: bool) -> int:
+        changed = 0
+        for row in db.execute(sql.ALL_SECRETS if rotate else sql.PLAIN_SECRETS).fetchall():
+            values = resealed(self.box, tuple(row)[1:], rotate=rotate)
+            if values is not None:
+                db.execute(sql.RESEAL_APP, (row[0], *values))
+                changed += 1
+        return changed
 
     # Accounts and keys
 
     @on_writer
-    def create_account(self, *, name: str, now: datetime) -> Account:
+    def create_account(
+        self, *, name: str, now: datetime, audit: AuditEntry | None = None
+    ) -> Account:
         account = Account(id=new_id("acc"), name=name, created_at=now)
         with self._write() as db:
             db.execute(sql.INSERT_ACCOUNT, (account.id, name, _ts(now)))
+            audit_sql.insert_audit(db, [audit and audited.account_created(audit, account)])
         return account
 
     @on_writer
@@ -275,6 +322,7 @@ class SqliteStore(Store):
         secret_hash: str,
         prefix: str,
         now: datetime,
+        audit: AuditEntry | None = None,
     ) -> ApiKey:
         key = ApiKey(
             id=new_id("key"),
@@ -291,25 +339,37 @@ class SqliteStore(Store):
             db.execute(
                 sql.INSERT_KEY, (key.id, account_id, name, scope, secret_hash, prefix, _ts(now))
             )
+            audit_sql.insert_audit(db, [audit and audited.key_created(audit, key)])
         return key
 
     @on_writer
     def list_keys(self, account_id: str | None) -> list[ApiKey]:
         return [ROWS.key(row) for row in self._db.execute(sql.LIST_KEYS, (account_id,))]
 
-    async def revoke_key(self, account_id: str | None, key_id: str, *, now: datetime) -> ApiKey:
+    async def revoke_key(
+        self,
+        account_id: str | None,
+        key_id: str,
+        *,
+        now: datetime,
+        audit: AuditEntry | None = None,
+    ) -> ApiKey:
         try:
-            return await self._revoke_key(account_id, key_id, now)
+            return await self._revoke_key(account_id, key_id, now, audit)
         finally:
             self._keys.clear()  # on the loop, after any lookup that read the key before
 
     @on_writer
-    def _revoke_key(self, account_id: str | None, key_id: str, now: datetime) -> ApiKey:
+    def _revoke_key(
+        self, account_id: str | None, key_id: str, now: datetime, audit: AuditEntry | None
+    ) -> ApiKey:
         with self._write() as db:
             row = db.execute(sql.REVOKE_KEY, (key_id, account_id, _ts(now))).fetchone()
-        if row is None:
-            raise KeyNotFound()
-        return ROWS.key(row)
+            if row is None:
+                raise KeyNotFound()
+            key = ROWS.key(row)
+            audit_sql.insert_audit(db, [audit and audited.key_revoked(audit, key)])
+        return key
 
     async def key_by_hash(self, secret_hash: str) -> ApiKey | None:
         # Every API request looks its key up: answered from memory for KEY_CACHE_SECONDS,
@@ -337,22 +397,25 @@ class SqliteStore(Store):
         push_url: str | None,
         now: datetime,
         account_id: str = DEFAULT_ACCOUNT,
+        audit: AuditEntry | None = None,
+        endpoint: Endpoint | None = None,
+        rate_limit: float | None = None,
+        max_in_flight: int | None = None,
     ) -> App:
-        app = App(
-            id=new_app_id(),
-            account_id=account_id,
-            name=name,
-            push_url=push_url,
-            paused=False,
-            signing=True,
-            created_at=now,
-            updated_at=now,
-        )
+        app_id, at = new_app_id(), _ts(now)
+        settings = self._initial_settings(endpoint, rate_limit, max_in_flight)
         with self._write() as db:
             _fetch_account(db, account_id)
             db.execute(
-                sql.INSERT_APP, (app.id, account_id, name, push_url, _ts(now), generate_secret())
+                sql.INSERT_APP,
+                (app_id, account_id, name, push_url, at, self.box.seal(generate_secret())),
             )
+            columns = "".join(f"{column} = :{column}, " for column in settings)
+            row = db.execute(
+                sql.UPDATE_APP.format(columns=columns), {**settings, "id": app_id, "now": at}
+            ).fetchone()
+            app = ROWS.app(row)
+            audit_sql.insert_audit(db, [audit and audited.app_created(audit, app, self._described)])
         return app
 
     @on_writer
@@ -375,13 +438,20 @@ class SqliteStore(Store):
         paused: bool | _Unset = UNSET,
         signing: bool | _Unset = UNSET,
         paused_reason: str | None = None,
+        audit: AuditEntry | None = None,
+        endpoint: Endpoint | _Unset | None = UNSET,
+        rate_limit: float | _Unset | None = UNSET,
+        max_in_flight: int | _Unset | None = UNSET,
     ) -> App:
         changes = app_changes(
+            rate_limit=rate_limit,
+            max_in_flight=max_in_flight,
             name=name,
             push_url=push_url,
             paused=paused,
             signing=signing,
             paused_reason=paused_reason,
+            endpoint=endpoint if isinstance(endpoint, _Unset) else self.sealed_endpoint(endpoint),
         )
         columns = ", ".join(f"{column} = :{column}" for column in changes)
         at = _ts(now)
@@ -397,12 +467,16 @@ class SqliteStore(Store):
                     db.execute(lane, (app_id, at))
             elif after.pushing and not before.pushing:
                 db.execute(sql.RELEASE_HELD, (app_id, at))
+            if audit is not None:
+                entries = audited.app_changes(audit, before, after, self._described)
+                audit_sql.insert_audit(db, entries)
         return after
 
     @on_writer
     def signing_keys(self, app_id: str, account_id: str | None = None) -> SigningKeys:
         _fetch_app(self._db, app_id, account_id)
-        return ROWS.signing_keys(self._db.execute(sql.SIGNING_KEYS, (app_id,)).fetchone())
+        row = self._db.execute(sql.SIGNING_KEYS, (app_id,)).fetchone()
+        return self.opened_keys(ROWS.signing_keys(row))
 
     @on_writer
     def rotate_signing_secret(
@@ -413,18 +487,25 @@ class SqliteStore(Store):
         now: datetime,
         overlap: timedelta,
         account_id: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> SigningKeys:
         with self._write() as db:
-            _fetch_app(db, app_id, account_id)
-            row = db.execute(sql.ROTATE_KEYS, (app_id, secret, _ts(now + overlap), _ts(now)))
-            return ROWS.signing_keys(row.fetchone())
+            app = _fetch_app(db, app_id, account_id)
+            sealed = self.box.seal(secret)
+            row = db.execute(sql.ROTATE_KEYS, (app_id, sealed, _ts(now + overlap), _ts(now)))
+            keys = self.opened_keys(ROWS.signing_keys(row.fetchone()))
+            audit_sql.insert_audit(db, [audit and audited.secret_rotated(audit, app)])
+            return keys
 
     @on_writer
-    def delete_app(self, app_id: str, account_id: str | None = None) -> None:
+    def delete_app(
+        self, app_id: str, account_id: str | None = None, *, audit: AuditEntry | None = None
+    ) -> None:
         with self._write() as db:
-            _fetch_app(db, app_id, account_id)
+            app = _fetch_app(db, app_id, account_id)
             for statement in sql.DELETE_APP:
                 db.execute(statement, (app_id,))
+            audit_sql.insert_audit(db, [audit and audited.app_deleted(audit, app)])
 
     # Records
 
@@ -501,13 +582,22 @@ class SqliteStore(Store):
         return _deliveries(self._db, app_id, query)
 
     @on_writer
-    def resend(self, app_id: str, call_session_id: str, *, now: datetime) -> Delivery:
+    def resend(
+        self,
+        app_id: str,
+        call_session_id: str,
+        *,
+        now: datetime,
+        audit: AuditEntry | None = None,
+    ) -> Delivery:
         with self._write() as db:
             app = _fetch_app(db, app_id)
             row = db.execute(sql.FIND_RECORD, (app_id, call_session_id)).fetchone()
             if row is None:
                 raise RecordNotFound()
             [delivery_id] = _insert_deliveries(db, app, [row[0]], _ts(now))
+            entry = audit and audited.record_resent(audit, app, call_session_id, delivery_id)
+            audit_sql.insert_audit(db, [entry])
         return _deliveries(db, app_id, DeliveryFilter(before_id=delivery_id + 1, limit=1))[0]
 
     @on_writer
@@ -528,6 +618,7 @@ class SqliteStore(Store):
         range_to: datetime | None,
         cap: int,
         now: datetime,
+        audit: AuditEntry | None = None,
     ) -> tuple[ReplayJob, bool]:
         params = {
             "app": app_id,
@@ -537,7 +628,7 @@ class SqliteStore(Store):
             "now": _ts(now),
         }
         with self._write() as db:
-            _fetch_app(db, app_id)
+            app = _fetch_app(db, app_id)
             latest = db.execute(sql.SAME_REPLAY, params).fetchone()
             if latest is not None:
                 job = ROWS.replay(latest)
@@ -546,7 +637,9 @@ class SqliteStore(Store):
             total = db.execute(sql.COUNT_REPLAY[ReplayKind(kind)], params).fetchone()[0]
             check_replay_size(total, cap)
             row = db.execute(sql.INSERT_REPLAY, {**params, "id": new_id("rpl"), "total": total})
-            return ROWS.replay(row.fetchone()), True
+            job = ROWS.replay(row.fetchone())
+            audit_sql.insert_audit(db, [audit and audited.replay_requested(audit, app, job)])
+            return job, True
 
     @on_writer
     def get_replay(self, app_id: str, replay_id: str) -> ReplayJob:
@@ -622,19 +715,29 @@ class SqliteStore(Store):
         # GIL back once per statement, not once per delivery, and under load every take can
         # wait for the event loop's thread.
         at = _ts(now)
-        skip, limits = json.dumps(list(skip_apps)), json.dumps(app_limits or {})
         with self._write() as db:
+            # The paced apps' buckets are read and spent in the claim's transaction.
+            buckets = [_bucket(row) for row in db.execute(sql.PACED_APPS, (at,))]
+            if buckets:
+                skip_apps, app_limits = paced_limits(
+                    buckets, now, list(skip_apps), dict(app_limits or {})
+                )
+            skip, limits = json.dumps(list(skip_apps)), json.dumps(app_limits or {})
             ids, data, bodies = db.execute(sql.CLAIM_DUE, (at, limit, skip, limits)).fetchone()
             if ids == "[]":
                 return []
             db.execute(sql.CLAIM_LEASE, (_ts(lease_until), owner, at, ids))
-        rows = json.loads(data)
+            rows = json.loads(data)
+            if buckets:
+                spent = spent_buckets(buckets, Counter(row[1] for row in rows), now)
+                db.execute(sql.SPEND_PACE, (json.dumps([(a, t, _ts(s)) for a, t, s in spent]),))
         end = 0
         for row in rows:
             start, end = end, end + row[4]
             row[4] = bodies[start:end]
         rows.sort(key=lambda row: row[7])
         keys: dict[str, tuple[str, ...]] = {}  # per app: the same for all its rows
+        endpoints = self._endpoints({row[1] for row in rows if row[14]})
         return [
             Claimed(
                 delivery_id=row[0],
@@ -646,10 +749,22 @@ class SqliteStore(Store):
                 version=row[13],
                 attempt=row[5] + 1,
                 first_attempt_at=_dt(row[6]),
-                signing_keys=keys.get(row[1]) or keys.setdefault(row[1], _active_keys(row, now)),
+                signing_keys=keys.get(row[1])
+                or keys.setdefault(row[1], self.box.open_all(_active_keys(row, now))),
+                endpoint=endpoints.get(row[1]),
+                enqueued_at=_dt(row[15]),
+                rate_limit=row[16],
+                max_in_flight=row[17],
             )
             for row in rows
         ]
+
+    def _endpoints(self, app_ids: set[str]) -> dict[str, Endpoint | None]:
+        """The push settings of these apps, opened (on the store's thread)."""
+        if not app_ids:
+            return {}
+        rows = self._db.execute(sql.APP_ENDPOINTS, (json.dumps(sorted(app_ids)),))
+        return {app_id: self.opened_endpoint(sealed) for app_id, sealed in rows}
 
     async def release(self, delivery_ids: Sequence[int], *, owner: str, now: datetime) -> int:
         return await self._release(delivery_ids, owner, now) if delivery_ids else 0
@@ -711,6 +826,22 @@ class SqliteStore(Store):
             for statement in sql.PURGE:
                 db.execute(statement.format(marks=marks), ids)
         return len(ids)
+
+    # The audit log
+
+    @on_writer
+    def record_audit(self, entries: Sequence[AuditEntry]) -> None:
+        with self._write() as db:
+            audit_sql.insert_audit(db, entries)
+
+    @on_writer
+    def list_audit(self, query: AuditFilter) -> list[AuditEntry]:
+        return audit_sql.list_audit(self._db, query)
+
+    @on_writer
+    def purge_audit(self, before: datetime, *, limit: int) -> int:
+        with self._write() as db:
+            return audit_sql.purge_audit(db, before, limit)
 
     # Idempotency keys
 
@@ -778,6 +909,122 @@ class SqliteStore(Store):
     def purge_console_sessions(self, *, ended_before: datetime) -> int:
         with self._write() as db:
             return db.execute(sql.PURGE_CONSOLE_SESSIONS, (_ts(ended_before),)).rowcount
+
+    # Portal links
+
+    @on_writer
+    def create_portal_link(
+        self,
+        *,
+        account_id: str,
+        app_id: str | None,
+        read_only: bool,
+        token_hash: str,
+        now: datetime,
+        expires_at: datetime,
+        audit: AuditEntry | None = None,
+    ) -> PortalLink:
+        with self._write() as db:
+            _fetch_account(db, account_id)
+            if app_id is not None:
+                _fetch_app(db, app_id, account_id)
+            row = db.execute(
+                sql.INSERT_PORTAL_LINK,
+                (new_id("portal"), account_id, app_id, token_hash, read_only, _ts(now),
+                 _ts(expires_at)),
+            ).fetchone()  # fmt: skip
+            link = ROWS.portal_link(row)
+            audit_sql.insert_audit(db, [audit and audited.portal_link_issued(audit, link)])
+        return link
+
+    @on_writer
+    def use_portal_link(
+        self, token_hash: str, *, now: datetime, audit: AuditEntry | None = None
+    ) -> PortalLink | None:
+        with self._write() as db:
+            params = {"token_hash": token_hash, "now": _ts(now)}
+            row = db.execute(sql.USE_PORTAL_LINK, params).fetchone()
+            if row is None:
+                return None
+            link = ROWS.portal_link(row)
+            audit_sql.insert_audit(db, [audit and audited.portal_link_used(audit, link)])
+        return link
+
+    @on_writer
+    def purge_portal_links(self, *, expired_before: datetime) -> int:
+        with self._write() as db:
+            return db.execute(sql.PURGE_PORTAL_LINKS, (_ts(expired_before),)).rowcount
+
+    # Operational notifications
+
+    @on_writer
+    def notification_target(self, account_id: str) -> NotificationTarget | None:
+        return notices.target(self._db, self.box, account_id)
+
+    @on_writer
+    def put_notification_target(
+        self, account_id: str, *, url: str | None, email: str | None, secret: str, now: datetime
+    ) -> NotificationTarget:
+        values = NotificationTarget(
+            account_id=account_id, url=url, email=email, secret=secret, updated_at=now
+        )
+        with self._write() as db:
+            notices.put_target(db, self.box, account_id, values)
+        return values
+
+    @on_writer
+    def watch_apps(self) -> list[AppWatch]:
+        return notices.watch_apps(self._db)
+
+    @on_writer
+    def last_notice_at(self, app_id: str, type: EventType) -> datetime | None:
+        return notices.last_notice_at(self._db, app_id, type)
+
+    @on_writer
+    def record_notice(
+        self,
+        notice: Notice,
+        destinations: Sequence[Destination],
+        *,
+        change: MarkChange | None = None,
+    ) -> bool:
+        with self._write() as db:
+            return notices.record_notice(db, notice, destinations, change)
+
+    @on_writer
+    def claim_notice_deliveries(
+        self, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[NoticeDelivery]:
+        with self._write() as db:
+            return notices.claim(db, now, lease_until, limit)
+
+    @on_writer
+    def finish_notice_delivery(
+        self,
+        delivery_id: int,
+        *,
+        error: str | None,
+        next_attempt_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        with self._write() as db:
+            notices.finish(db, delivery_id, error, next_attempt_at, now)
+
+    @on_writer
+    def purge_notices(self, *, created_before: datetime, limit: int) -> int:
+        with self._write() as db:
+            return db.execute(notices.PURGE, (created_before.timestamp(), limit)).rowcount
+
+    @on_writer
+    def list_notice_deliveries(
+        self,
+        account_id: str | None,
+        *,
+        platform: bool,
+        limit: int,
+        before_id: int | None = None,
+    ) -> list[NoticeDelivery]:
+        return notices.list_deliveries(self._db, account_id, platform, limit, before_id)
 
 
 # Statements shared by several methods (on the writer thread)

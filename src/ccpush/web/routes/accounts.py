@@ -12,10 +12,19 @@ from fastapi.responses import Response
 
 from ccpush.api.auth import display_prefix, hash_secret, new_key_secret
 from ccpush.api.params import PathId
+from ccpush.audit import AuditEntry
 from ccpush.errors import AccountNotFound
 from ccpush.models import Account, ApiKey, KeyScope
 from ccpush.service import Service
-from ccpush.web.console import Console, ConsoleDep, Viewer, ViewerDep, require_admin
+from ccpush.web.auditing import ConsoleAudit
+from ccpush.web.console import (
+    Console,
+    ConsoleDep,
+    Viewer,
+    ViewerDep,
+    require_admin,
+    require_key_holder,
+)
 from ccpush.web.forms import read_form
 from ccpush.web.pages import redirect, url_to
 from ccpush.web.routes.apps import name_problem
@@ -62,19 +71,24 @@ async def _accounts_page(
 
 
 @router.post("/accounts")
-async def create_account(request: Request, console: ConsoleDep, viewer: OperatorDep) -> Response:
+async def create_account(
+    request: Request, console: ConsoleDep, viewer: OperatorDep, audit: ConsoleAudit
+) -> Response:
     """Add an account; then its keys' page, to make its first key."""
     name = (await read_form(request)).get("name", "").strip()
     if problem := name_problem(name):
         return await _accounts_page(request, console, viewer, name=name, error=problem)
     service = console.service
-    account = await service.store.create_account(name=name, now=service.clock.now())
+    account = await service.store.create_account(name=name, now=service.clock.now(), audit=audit)
     url = url_to(request, "account_keys", account_id=account.id)
     return redirect(request, url + "?notice=account-created")
 
 
-async def keys_account(account_id: PathId, console: ConsoleDep, viewer: ViewerDep) -> Account:
-    """The account of the path: any for the operator, a key's own (``AccountNotFound`` else)."""
+async def keys_account(
+    account_id: PathId, console: ConsoleDep, viewer: Annotated[Viewer, Depends(require_key_holder)]
+) -> Account:
+    """The account of the path: any for the operator, a key's own (``AccountNotFound`` else,
+    and for a portal session)."""
     if viewer.scope is not None and viewer.scope != account_id:
         raise AccountNotFound()
     return await console.service.store.get_account(account_id)
@@ -135,19 +149,27 @@ def _keys_section(viewer: Viewer, account: Account | None) -> str:
 
 @router.post("/accounts/{account_id}/keys")
 async def create_account_key(
-    request: Request, console: ConsoleDep, viewer: ViewerDep, account: KeysAccountDep
+    request: Request,
+    console: ConsoleDep,
+    viewer: ViewerDep,
+    account: KeysAccountDep,
+    audit: ConsoleAudit,
 ) -> Response:
     """Make a key of the account; show its secret, this once."""
-    return await _create_key(request, console, viewer, account)
+    return await _create_key(request, console, viewer, account, audit)
 
 
 @router.post("/accounts/{account_id}/keys/{key_id}/revoke")
 async def revoke_account_key(
-    request: Request, console: ConsoleDep, account: KeysAccountDep, key_id: PathId
+    request: Request,
+    console: ConsoleDep,
+    account: KeysAccountDep,
+    key_id: PathId,
+    audit: ConsoleAudit,
 ) -> Response:
     """Revoke a key of the account: from now on it is refused, by the API and here."""
     service = console.service
-    await service.store.revoke_key(account.id, key_id, now=service.clock.now())
+    await service.store.revoke_key(account.id, key_id, now=service.clock.now(), audit=audit)
     url = url_to(request, "account_keys", account_id=account.id)
     return redirect(request, url + "?notice=key-revoked")
 
@@ -160,23 +182,27 @@ async def platform_keys(request: Request, console: ConsoleDep, viewer: OperatorD
 
 @router.post("/platform-keys")
 async def create_platform_key(
-    request: Request, console: ConsoleDep, viewer: OperatorDep
+    request: Request, console: ConsoleDep, viewer: OperatorDep, audit: ConsoleAudit
 ) -> Response:
     """Make a platform key (it may only send records); show its secret, this once."""
-    return await _create_key(request, console, viewer, None)
+    return await _create_key(request, console, viewer, None, audit)
 
 
 @router.post("/platform-keys/{key_id}/revoke")
 async def revoke_platform_key(
-    request: Request, console: ConsoleDep, _: OperatorDep, key_id: PathId
+    request: Request, console: ConsoleDep, _: OperatorDep, key_id: PathId, audit: ConsoleAudit
 ) -> Response:
     service = console.service
-    await service.store.revoke_key(None, key_id, now=service.clock.now())
+    await service.store.revoke_key(None, key_id, now=service.clock.now(), audit=audit)
     return redirect(request, url_to(request, "platform_keys") + "?notice=key-revoked")
 
 
 async def _create_key(
-    request: Request, console: Console, viewer: Viewer, account: Account | None
+    request: Request,
+    console: Console,
+    viewer: Viewer,
+    account: Account | None,
+    audit: AuditEntry | None = None,
 ) -> Response:
     """A key of ``account`` (None: the platform's) named and scoped as the form says."""
     form = await read_form(request)
@@ -187,11 +213,18 @@ async def _create_key(
         problem = problem or "Choose what the key may do."
     if problem:
         return await _keys_page(request, console, viewer, account, name=name, error=problem)
-    created = await new_key(console.service, account, name, KeyScope(scope))
+    created = await new_key(console.service, account, name, KeyScope(scope), audit=audit)
     return await _keys_page(request, console, viewer, account, created=created)
 
 
-async def new_key(service: Service, account: Account | None, name: str, scope: KeyScope) -> NewKey:
+async def new_key(
+    service: Service,
+    account: Account | None,
+    name: str,
+    scope: KeyScope,
+    *,
+    audit: AuditEntry | None = None,
+) -> NewKey:
     """Make a key, keeping only the hash of its secret."""
     secret = new_key_secret()
     key = await service.store.create_key(
@@ -201,5 +234,6 @@ async def new_key(service: Service, account: Account | None, name: str, scope: K
         secret_hash=hash_secret(secret),
         prefix=display_prefix(secret),
         now=service.clock.now(),
+        audit=audit,
     )
     return NewKey(key, secret)

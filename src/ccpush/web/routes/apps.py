@@ -1,30 +1,44 @@
 """Account Management → Voice Application Management: the account's apps with what came of
 their records in the last 24 hours, the search for a record by callSessionId, and each
-app's settings: its cc-http push address (set, change, clear), pausing, a test push and
-its signing secret."""
+app's settings: its cc-http push address (set, change, clear), its own push headers,
+credentials and client certificate (written, never shown), pausing, a test push and its
+signing secret."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from ccpush.actions import PushTrial, pause_app, resume_app, send_test_push, target_problem
 from ccpush.api.schemas import MAX_NAME_LENGTH, MAX_URL_LENGTH, check_printable, check_push_url
+from ccpush.app_pace import read_pace
+from ccpush.endpoint import BasicAuth, BearerAuth, ClientCertificate, PushAuth, problems
 from ccpush.models import App, SigningKeys
 from ccpush.service import Service
 from ccpush.store.base import AppActivity
 from ccpush.web.activity import sum_activity
-from ccpush.web.console import AppDep, Console, ConsoleDep, Viewer, ViewerDep
+from ccpush.web.auditing import ConsoleAudit
+from ccpush.web.console import (
+    AppDep,
+    Console,
+    ConsoleDep,
+    Viewer,
+    ViewerDep,
+    require_whole_account,
+)
 from ccpush.web.forms import read_form
 from ccpush.web.pages import redirect, url_to
 from ccpush.web.search import SEARCH, apps_with_record
 
 router = APIRouter()
+
+WholeAccountDep = Annotated[Viewer, Depends(require_whole_account)]
 
 DAY = timedelta(days=1)
 
@@ -43,6 +57,8 @@ async def list_apps(request: Request, console: ConsoleDep, viewer: ViewerDep) ->
     """The account's voice applications, with their address, state and recent pushes; with
     ``?callSessionId=``, the record's deliveries in the app that has it."""
     sought = request.query_params.get(SEARCH, "").strip()
+    if viewer.app_id is not None:  # a portal session of one app: that app is the list
+        return redirect(request, url_to(request, "show_app", app_id=viewer.app_id))
     if not sought:
         return await _apps_page(request, console, viewer)
     apps = await console.service.store.list_apps(viewer.account.id)
@@ -83,7 +99,9 @@ async def _apps_page(
 
 
 @router.post("/apps")
-async def create_app(request: Request, console: ConsoleDep, viewer: ViewerDep) -> Response:
+async def create_app(
+    request: Request, console: ConsoleDep, viewer: WholeAccountDep, audit: ConsoleAudit
+) -> Response:
     """Add a voice application to the account on screen, with or without an address."""
     form = await read_form(request)
     name, push_url = form.get("name", "").strip(), form.get("push_url", "").strip()
@@ -97,7 +115,11 @@ async def create_app(request: Request, console: ConsoleDep, viewer: ViewerDep) -
         return await _apps_page(request, console, viewer, form=form, errors=errors)
     service = console.service
     app = await service.store.create_app(
-        name=name, push_url=push_url or None, now=service.clock.now(), account_id=viewer.account.id
+        name=name,
+        push_url=push_url or None,
+        now=service.clock.now(),
+        account_id=viewer.account.id,
+        audit=audit,
     )
     return redirect(request, url_to(request, "show_app", app_id=app.id) + "?notice=created")
 
@@ -171,12 +193,17 @@ async def app_page(
     error: str | None = None,
     trial: PushTrial | None = None,
     secret_shown: bool = False,
+    push_error: str | None = None,
+    pace_error: str | None = None,
 ) -> Response:
     return console.page(
         request,
         viewer,
         "app.html",
-        status=422 if error else 200,
+        status=422 if error or push_error or pace_error else 200,
+        pace_error=pace_error,
+        push_settings=console.service.store.endpoint_of(app).described(),
+        push_error=push_error,
         app=app,
         tab="settings",
         push_url=app.push_url or "" if push_url is None else push_url,
@@ -189,7 +216,7 @@ async def app_page(
 
 @router.post("/apps/{app_id}/address")
 async def set_address(
-    request: Request, console: ConsoleDep, viewer: ViewerDep, app: AppDep
+    request: Request, console: ConsoleDep, viewer: ViewerDep, app: AppDep, audit: ConsoleAudit
 ) -> Response:
     """Set or change the push address; records waiting are pushed to it."""
     push_url = (await read_form(request)).get("push_url", "").strip()
@@ -198,29 +225,35 @@ async def set_address(
     if error:
         return await app_page(request, console, viewer, app, push_url=push_url, error=error)
     service = console.service
-    await service.store.update_app(app.id, now=service.clock.now(), push_url=push_url)
+    await service.store.update_app(app.id, now=service.clock.now(), push_url=push_url, audit=audit)
     return _changed(request, console, app, "address-saved")
 
 
 @router.post("/apps/{app_id}/address/clear")
-async def clear_address(request: Request, console: ConsoleDep, app: AppDep) -> Response:
+async def clear_address(
+    request: Request, console: ConsoleDep, app: AppDep, audit: ConsoleAudit
+) -> Response:
     """Clear the address: records are kept (held) until one is set."""
     service = console.service
-    await service.store.update_app(app.id, now=service.clock.now(), push_url=None)
+    await service.store.update_app(app.id, now=service.clock.now(), push_url=None, audit=audit)
     return _changed(request, console, app, "address-cleared")
 
 
 @router.post("/apps/{app_id}/pause")
-async def pause(request: Request, console: ConsoleDep, app: AppDep) -> Response:
+async def pause(
+    request: Request, console: ConsoleDep, app: AppDep, audit: ConsoleAudit
+) -> Response:
     service = console.service
-    await pause_app(service, app.id, None)
+    await pause_app(service, app.id, None, audit)
     return _changed(request, console, app, "paused")
 
 
 @router.post("/apps/{app_id}/resume")
-async def resume(request: Request, console: ConsoleDep, app: AppDep) -> Response:
+async def resume(
+    request: Request, console: ConsoleDep, app: AppDep, audit: ConsoleAudit
+) -> Response:
     service = console.service
-    await resume_app(service, app.id, None)
+    await resume_app(service, app.id, None, audit)
     return _changed(request, console, app, "resumed")
 
 
@@ -239,3 +272,84 @@ async def send_test(
     if request.headers.get("hx-request") == "true":
         return console.page(request, viewer, "_test_result.html", app=app, trial=trial)
     return await app_page(request, console, viewer, app, trial=trial)
+
+
+@router.post("/apps/{app_id}/pace")
+async def set_pace(
+    request: Request, console: ConsoleDep, viewer: ViewerDep, app: AppDep, audit: ConsoleAudit
+) -> Response:
+    """Set the pace the receiver can take: pushes per second and at once (empty: no limit)."""
+    form = await read_form(request)
+    pace, error = read_pace(form.get("rate_limit", ""), form.get("max_in_flight", ""))
+    if error:
+        return await app_page(request, console, viewer, app, pace_error=error)
+    service = console.service
+    await service.store.update_app(
+        app.id,
+        now=service.clock.now(),
+        rate_limit=pace.rate_limit,
+        max_in_flight=pace.max_in_flight,
+        audit=audit,
+    )
+    return _changed(request, console, app, "pace-saved")
+
+
+# The app's push headers, credentials and client certificate: written here, never shown.
+
+
+@router.post("/apps/{app_id}/push-headers")
+async def set_push_headers(
+    request: Request, console: ConsoleDep, viewer: ViewerDep, app: AppDep, audit: ConsoleAudit
+) -> Response:
+    """Replace the app's own push headers with the form's ``Name: value`` lines."""
+    lines = (await read_form(request)).get("headers", "").splitlines()
+    pairs = [line.partition(":") for line in lines if line.strip()]
+    if any(not colon for _, colon, _ in pairs):
+        error = "Write each header on a line of its own, as Name: value."
+        return await app_page(request, console, viewer, app, push_error=error)
+    headers = tuple((name.strip(), value.strip()) for name, _, value in pairs)
+    return await _save_push(request, console, viewer, app, audit, headers=headers)
+
+
+@router.post("/apps/{app_id}/push-auth")
+async def set_push_auth(
+    request: Request, console: ConsoleDep, viewer: ViewerDep, app: AppDep, audit: ConsoleAudit
+) -> Response:
+    """Set the credentials every push carries (HTTP Basic or a bearer token), or none."""
+    form = await read_form(request)
+    kind = form.get("type", "none")
+    auth: PushAuth | None = None
+    if kind == "basic":
+        auth = BasicAuth(username=form.get("username", ""), password=form.get("password", ""))
+    elif kind == "bearer":
+        auth = BearerAuth(token=form.get("token", ""))
+    return await _save_push(request, console, viewer, app, audit, auth=auth)
+
+
+@router.post("/apps/{app_id}/client-certificate")
+async def set_client_certificate(
+    request: Request, console: ConsoleDep, viewer: ViewerDep, app: AppDep, audit: ConsoleAudit
+) -> Response:
+    """Set the client certificate pushes present (mutual TLS); both fields empty clear it."""
+    form = await read_form(request)
+    cert, key = form.get("cert_pem", "").strip(), form.get("key_pem", "").strip()
+    pair = ClientCertificate(cert + "\n", key + "\n") if cert or key else None
+    return await _save_push(request, console, viewer, app, audit, client_certificate=pair)
+
+
+async def _save_push(
+    request: Request,
+    console: Console,
+    viewer: Viewer,
+    app: App,
+    audit: ConsoleAudit,
+    **changes: Any,
+) -> Response:
+    service = console.service
+    endpoint = replace(service.store.endpoint_of(app), **changes)
+    found = problems(endpoint)
+    if found:
+        error = "; ".join(f"{problem.field} {problem.reason}" for problem in found)
+        return await app_page(request, console, viewer, app, push_error=error)
+    await service.store.update_app(app.id, now=service.clock.now(), endpoint=endpoint, audit=audit)
+    return _changed(request, console, app, "push-settings-saved")

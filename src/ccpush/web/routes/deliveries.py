@@ -16,6 +16,7 @@ from ccpush.models import WAITING, App, Delivery, DeliveryState, ReplayJob, Repl
 from ccpush.replays import MAX_REPLAY_RECORDS
 from ccpush.service import Service
 from ccpush.store.base import DeliveryFilter
+from ccpush.web.auditing import ConsoleAudit
 from ccpush.web.console import AppDep, Console, ConsoleDep, Viewer, ViewerDep
 from ccpush.web.forms import local_value, parse_local, read_form
 from ccpush.web.pages import redirect, url_to
@@ -204,11 +205,14 @@ async def delivery_status(
 
 
 @router.post("/apps/{app_id}/deliveries/{delivery_id}/resend")
-async def resend(request: Request, console: ConsoleDep, app: AppDep, delivery_id: int) -> Response:
+async def resend(
+    request: Request, console: ConsoleDep, app: AppDep, delivery_id: int, audit: ConsoleAudit
+) -> Response:
     """Push the record again now, as a new delivery; show that delivery."""
     service = console.service
     delivery = await find_delivery(service, app, delivery_id)
-    again = await service.store.resend(app.id, delivery.call_session_id, now=service.clock.now())
+    now = service.clock.now()
+    again = await service.store.resend(app.id, delivery.call_session_id, now=now, audit=audit)
     service.dispatcher.wake()
     url = url_to(request, "show_delivery", app_id=app.id, delivery_id=again.id)
     return redirect(request, url + "?notice=resent")
@@ -216,7 +220,7 @@ async def resend(request: Request, console: ConsoleDep, app: AppDep, delivery_id
 
 @router.post("/apps/{app_id}/replays")
 async def replay_failed(
-    request: Request, console: ConsoleDep, viewer: ViewerDep, app: AppDep
+    request: Request, console: ConsoleDep, viewer: ViewerDep, app: AppDep, audit: ConsoleAudit
 ) -> Response:
     """Push again every record whose latest delivery failed since a time (a replay job)."""
     service = console.service
@@ -236,6 +240,7 @@ async def replay_failed(
             range_to=None,
             cap=MAX_REPLAY_RECORDS,
             now=service.clock.now(),
+            audit=audit,
         )
     except ReplayTooLarge:
         error = f"More than {MAX_REPLAY_RECORDS:,} records failed since then: pick a later time."

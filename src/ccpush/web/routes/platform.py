@@ -3,13 +3,14 @@ backlog, and the apps failing or lagging most."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from ccpush.web.activity import platform_overview
+from ccpush.web.activity import platform_overview, throttled_hosts
 from ccpush.web.console import ConsoleDep, Viewer, require_admin
 
 router = APIRouter()
@@ -29,5 +30,11 @@ async def platform(
         now=now,
     )
     return console.page(
-        request, viewer, "platform.html", section="platform", overview=overview, now=now
+        request,
+        viewer,
+        "platform.html",
+        section="platform",
+        overview=overview,
+        now=now,
+        throttled=throttled_hosts(console.service.dispatcher.host_limits, time.monotonic()),
     )

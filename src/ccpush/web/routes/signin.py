@@ -8,7 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from ccpush.api.auth import Caller, Refused, check_token, client_address
+from ccpush.api.auditing import entry_for
+from ccpush.api.auth import Caller, Refused, check_token, client_address, record_failed_sign_in
+from ccpush.audit import AuditAction
 from ccpush.errors import NotFound
 from ccpush.store.base import DEFAULT_ACCOUNT
 from ccpush.web.console import (
@@ -58,16 +60,26 @@ async def sign_in(request: Request, console: ConsoleDep) -> Response:
     )
     if isinstance(caller, Refused):
         return await _refused(request, console, caller)
+    entry = entry_for(caller, client_address(request), console.service)
     if not caller.may_manage:
+        failed = entry.about(
+            AuditAction.SIGN_IN_FAILED, after={"via": "console", "scope": "ingest"}
+        )
+        await console.service.store.record_audit([failed])
         error = "This key may only send call records. Sign in with a manage key."
         return await _form(request, console, error, 403)
+    after = {"via": "console"}
+    await console.service.store.record_audit(
+        [entry.about(AuditAction.SIGN_IN_SUCCEEDED, after=after)]
+    )
     response = redirect(request, url_to(request, "list_apps"))
     console.sessions.write(response, request, _session_for(caller, console))
     return response
 
 
 async def _refused(request: Request, console: Console, refused: Refused) -> Response:
-    if refused.retry_after is None:
+    if refused.retry_after is None:  # counted, within the limit: kept in the audit log
+        await record_failed_sign_in(console.service, client_address(request), via="console")
         return await _form(request, console, "This key is not valid, or it has been revoked.", 401)
     seconds = max(1, math.ceil(refused.retry_after))
     error = (

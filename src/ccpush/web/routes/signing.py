@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ccpush.signing import generate_secret
+from ccpush.web.auditing import ConsoleAudit
 from ccpush.web.console import AppDep, ConsoleDep, ViewerDep
 from ccpush.web.pages import redirect, url_to
 from ccpush.web.routes.apps import app_page, signing_panel
@@ -26,7 +27,9 @@ async def signing_secret(
 
 
 @router.post("/apps/{app_id}/signing-secret/rotate")
-async def rotate_signing_secret(request: Request, console: ConsoleDep, app: AppDep) -> Response:
+async def rotate_signing_secret(
+    request: Request, console: ConsoleDep, app: AppDep, audit: ConsoleAudit
+) -> Response:
     """Make a new secret; the previous one keeps signing until the overlap ends."""
     service = console.service
     await service.store.rotate_signing_secret(
@@ -34,6 +37,8 @@ async def rotate_signing_secret(request: Request, console: ConsoleDep, app: AppD
         secret=generate_secret(),
         now=service.clock.now(),
         overlap=service.settings.rotation_overlap,
+        audit=audit,
     )
+    await service.notifier.secret_rotated(app.id)
     url = url_to(request, "show_app", app_id=app.id)
     return redirect(request, f"{url}?notice=rotated&secret=shown#signing-heading")
