@@ -70,14 +70,16 @@ def address(index: int) -> str:
     return f"127.1.{index // 250}.{index % 250 + 1}"
 
 
-def assign_kinds(hosts: int, seed: int, dead: float, hang: float, flaky: float) -> list[str]:
-    """Each host's behaviour; host 0 (the biggest app's) is healthy."""
+def assign_kinds(
+    hosts: int, seed: int, dead: float, hang: float, flaky: float, biggest: str = "ok"
+) -> list[str]:
+    """Each host's behaviour; host 0 (the biggest app's) is ``biggest``."""
     rng = random.Random(seed)
     counts = [round(hosts * share) for share in (dead, hang, flaky)]
     bad = ["dead"] * counts[0] + ["hang"] * counts[1] + ["flaky"] * counts[2]
     kinds = bad + ["ok"] * (hosts - 1 - len(bad))
     rng.shuffle(kinds)
-    return ["ok", *kinds]
+    return [biggest, *kinds]
 
 
 def zipf_exponent(apps: int, top_share: float) -> float:
@@ -359,6 +361,9 @@ def figures(
     healthy = [sid for sid, app in load.app_of.items() if kinds[app] == "ok"]
     lags = [max(arrived[sid] - load.sent[sid], 0.0) for sid in healthy if sid in arrived]
     late = sum(1 for sid in healthy if sid not in arrived)
+    late_10s = sum(1 for sid in healthy if arrived.get(sid, math.inf) > load_end + 10)
+    first_sent = min((load.sent[sid] for sid in healthy), default=load_end)
+    last_arrival = max((arrived[sid] for sid in healthy if sid in arrived), default=load_end)
     biggest = [
         arrived[sid] - load.sent[sid] for sid in healthy if not load.app_of[sid] and sid in arrived
     ]
@@ -379,6 +384,8 @@ def figures(
             "max": max(lags, default=float("nan")),
         },
         "healthy_undelivered_after": late,
+        "healthy_undelivered_10s_after": late_10s,
+        "healthy_per_s": len(lags) / max(last_arrival - first_sent, 1e-9),
         "biggest_app": {"records": len(biggest), "p99": percentile(biggest, 0.99)},
         "other_healthy_p99": percentile(others, 0.99),
         "arrived_by_kind": {kind: f"{arrived_by_kind[kind]}/{by_kind[kind]}" for kind in KINDS},
@@ -397,7 +404,9 @@ def report(result: dict[str, Any], after: float) -> None:
         f" p99 {lag['p99']:.3f} s, max {lag['max']:.3f} s"
     )
     print(
-        f"    healthy undelivered {after:g} s after the load: {result['healthy_undelivered_after']}"
+        f"    healthy undelivered 10 s after the load: {result['healthy_undelivered_10s_after']},"
+        f" {after:g} s after: {result['healthy_undelivered_after']};"
+        f" healthy delivered {result['healthy_per_s']:.1f} records/s"
     )
     print(
         f"    the biggest app's {result['biggest_app']['records']} records: lag p99"
@@ -430,7 +439,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     per_process = math.ceil(args.hosts / args.receivers)
     if limit != resource.RLIM_INFINITY and limit < 2 * per_process + 256:
         raise SystemExit(f"the open-file limit {limit} is too low for {args.hosts} hosts")
-    kinds = assign_kinds(args.hosts, args.seed, args.dead, args.hang, args.flaky)
+    kinds = assign_kinds(args.hosts, args.seed, args.dead, args.hang, args.flaky, args.biggest)
     ca = trustme.CA()
     results = []
     with tempfile.TemporaryDirectory(prefix="ccpush-fleet-ca-") as tmp:
@@ -479,6 +488,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dead", type=float, default=0.02)
     parser.add_argument("--hang", type=float, default=0.02)
     parser.add_argument("--flaky", type=float, default=0.05)
+    parser.add_argument(
+        "--biggest", choices=KINDS, default="ok", help="how the biggest app's host behaves"
+    )
     parser.add_argument("--receivers", type=int, default=4, help="receiver processes")
     parser.add_argument("--runs", default="default,1024", help="default, or a concurrency")
     parser.add_argument("--seed", type=int, default=17)
