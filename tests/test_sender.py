@@ -128,11 +128,17 @@ async def test_the_response_excerpt_is_capped(sender: Pushes, receiver: Receiver
     assert outcome.response_excerpt == "x" * 16
 
 
-async def test_connections_to_a_host_are_reused(sender: Pushes, receiver: Receiver) -> None:
+async def test_connections_to_a_host_are_reused(
+    sender: Pushes, receiver: Receiver, request: pytest.FixtureRequest
+) -> None:
     for _ in range(3):
         await asyncio.gather(*(sender.send(receiver.url, BODY, {}) for _ in range(20)))
     assert len(receiver.pushes) == 60
-    assert len({push.peer for push in receiver.pushes}) <= 4  # per-host cap, kept alive
+    connections = len({push.peer for push in receiver.pushes})
+    # aiohttp never holds more than the per-host cap (4); reqwest's pool may open another
+    # while a finished request's connection is still on its way back to it. Either way
+    # connections are kept alive: a handful for 60 pushes, not one each.
+    assert connections <= (4 if "aiohttp" in request.node.name else 8)
 
 
 async def test_extra_headers_are_sent_and_content_type_is_exact(
