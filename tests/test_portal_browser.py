@@ -19,19 +19,20 @@ from typing import Any
 import httpx
 import pytest
 import trustme
-from playwright.sync_api import Browser, Frame, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Frame, Page, expect
 
 from ccpush.app import create_app
 from ccpush.clock import ManualClock
 from ccpush.http_server import server_config
+from tests import test_console
 from tests.api_client import ADMIN
-from tests.conftest import IN_CI
 from tests.helpers import make_service
 from tests.receiver import Receiver
 from tests.served import ServerThread, _Server
-from tests.test_console import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
+
+browser = test_console.browser  # the console tests' Chromium, the same fixture
 
 PRODUCT = "Acme Cloud Voice"
 
@@ -178,20 +179,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     finally:
         platform.server.shutdown()
         platform.server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    expect.set_options(timeout=10_000)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
